@@ -1,0 +1,198 @@
+/**
+ * The hot path: after the deciding event every upstream byte goes through here to the client. It does
+ * not read events. It does two cheap things on the raw bytes:
+ *  - a legacy `error:` field at the start of a line (llama-server b1542–b6522) is rewritten to a
+ *    `data: {"error":…}` line, because every SSE client drops the unknown field and reports success;
+ *  - it keeps references to the last chunks, so that at the end of the body the last event can be read
+ *    once to tell a proper ending from a stream that just stopped.
+ */
+import { legacyErrorFrame } from '../error-response.js';
+import { readAllEvents } from './event-reader.js';
+import { isFinalEvent } from './classify.js';
+
+const ERROR_FIELD = Buffer.from('error:');
+const LF = 0x0a;
+const CR = 0x0d;
+const BLANK_LINES = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')];
+
+export interface ByteSink {
+  /** Returns false when the sink wants no more for now (backpressure). */
+  write(chunk: Buffer): boolean;
+}
+
+export class StreamRelay {
+  readonly #sink: ByteSink;
+  readonly #tail: TailWindow;
+  /** The next byte starts a line. */
+  #atLineStart = true;
+  /** Unsent bytes that start a line: a split `error:` prefix, or a legacy error line still missing its end. */
+  #carry: Buffer | undefined;
+  readonly #maxCarry: number;
+  /** The last two bytes sent, to know whether a frame of ours would start a new event. */
+  #prevByte = LF;
+  #lastByte = LF;
+
+  constructor(sink: ByteSink, opts: { tailBytes: number }) {
+    this.#sink = sink;
+    this.#tail = new TailWindow(opts.tailBytes);
+    this.#maxCarry = opts.tailBytes;
+  }
+
+  write(input: Buffer): boolean {
+    if (input.length === 0) return true;
+    this.#tail.push(input);
+    let chunk = input;
+    if (this.#carry !== undefined) {
+      chunk = Buffer.concat([this.#carry, input]);
+      this.#carry = undefined;
+      this.#atLineStart = true;
+    }
+    let ok = true;
+    let sent = 0;
+    let pos = 0;
+    for (;;) {
+      const at = chunk.indexOf(ERROR_FIELD, pos);
+      if (at === -1) break;
+      if (!(at === 0 ? this.#atLineStart : isEol(chunk[at - 1]))) {
+        pos = at + 1;
+        continue;
+      }
+      const eol = indexOfEol(chunk, at + ERROR_FIELD.length);
+      if (eol === -1) {
+        ok = this.#send(chunk, sent, at) && ok;
+        return this.#hold(chunk.subarray(at)) && ok;
+      }
+      ok = this.#send(chunk, sent, at) && ok;
+      ok = this.#emit(legacyErrorFrame(fieldValue(chunk, at, eol))) && ok;
+      sent = pos = eol;
+    }
+    const split = splitPrefixLength(chunk, sent, this.#atLineStart);
+    ok = this.#send(chunk, sent, chunk.length - split) && ok;
+    if (split > 0) return this.#hold(chunk.subarray(chunk.length - split)) && ok;
+    this.#atLineStart = isEol(chunk[chunk.length - 1]);
+    return ok;
+  }
+
+  /** Did the body end with a proper last event (or an error the client already got)? */
+  endedWell(): boolean {
+    const last = this.#tail.lastEvent();
+    return last !== undefined && isFinalEvent(last);
+  }
+
+  /** Flushes what was held back at the very end (an unterminated legacy line is still rewritten). */
+  flush(): void {
+    const carry = this.#carry;
+    if (carry === undefined) return;
+    this.#carry = undefined;
+    if (carry.subarray(0, ERROR_FIELD.length).equals(ERROR_FIELD)) this.#emit(legacyErrorFrame(fieldValue(carry, 0, carry.length)));
+    else this.#emit(carry);
+  }
+
+  /** What to write before a frame of ours so that it starts a new event. */
+  eventBoundaryPadding(): string {
+    if (!isEol(this.#lastByte)) return '\n\n';
+    if (this.#prevByte === this.#lastByte) return ''; // "\n\n" or "\r\r"
+    return '\n'; // one line end ("x\n", or CRLF: "\r\n" + "\n" is a blank line)
+  }
+
+  #hold(bytes: Buffer): boolean {
+    if (bytes.length > this.#maxCarry) {
+      // A line this long is not an error frame worth saving; let it through as it is.
+      this.#atLineStart = false;
+      return this.#emit(bytes);
+    }
+    this.#carry = Buffer.from(bytes);
+    return true;
+  }
+
+  #send(chunk: Buffer, from: number, to: number): boolean {
+    if (to <= from) return true;
+    return this.#emit(from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to));
+  }
+
+  #emit(bytes: Buffer): boolean {
+    const n = bytes.length;
+    this.#prevByte = n >= 2 ? (bytes[n - 2] ?? 0) : this.#lastByte;
+    this.#lastByte = bytes[n - 1] ?? this.#lastByte;
+    return this.#sink.write(bytes);
+  }
+}
+
+function isEol(byte: number | undefined): boolean {
+  return byte === LF || byte === CR;
+}
+
+function indexOfEol(chunk: Buffer, from: number): number {
+  const lf = chunk.indexOf(LF, from);
+  const cr = chunk.indexOf(CR, from);
+  if (lf === -1) return cr;
+  if (cr === -1) return lf;
+  return Math.min(lf, cr);
+}
+
+function fieldValue(chunk: Buffer, at: number, eol: number): string {
+  let start = at + ERROR_FIELD.length;
+  if (chunk[start] === 0x20) start++;
+  return chunk.toString('utf8', start, eol);
+}
+
+/**
+ * How many bytes at the end of the chunk could be the start of an `error:` field cut by the chunk
+ * boundary ("e", "er", … "error" at the start of a line). Those wait for the next chunk.
+ */
+function splitPrefixLength(chunk: Buffer, from: number, atLineStart: boolean): number {
+  const last = chunk[chunk.length - 1];
+  if (last !== 0x65 /* e */ && last !== 0x72 /* r */ && last !== 0x6f /* o */) return 0;
+  for (let k = Math.min(ERROR_FIELD.length - 1, chunk.length - from); k >= 1; k--) {
+    const start = chunk.length - k;
+    const lineStart = start === 0 ? atLineStart : isEol(chunk[start - 1]);
+    if (lineStart && chunk.compare(ERROR_FIELD, 0, k, start, chunk.length) === 0) return k;
+  }
+  return 0;
+}
+
+/** References to the last chunks, at least `limit` bytes of them; nothing is copied until the end. */
+class TailWindow {
+  readonly #limit: number;
+  readonly #chunks: Buffer[] = [];
+  #bytes = 0;
+  #dropped = false;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  push(chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+    for (;;) {
+      const first = this.#chunks[0];
+      if (first === undefined || this.#chunks.length === 1 || this.#bytes - first.length < this.#limit) break;
+      this.#chunks.shift();
+      this.#bytes -= first.length;
+      this.#dropped = true;
+    }
+  }
+
+  /** The last event in the window, or undefined when the window holds none it can read whole. */
+  lastEvent(): ReturnType<typeof readAllEvents>[number] | undefined {
+    let bytes = Buffer.concat(this.#chunks);
+    if (this.#dropped) {
+      // The window starts mid-stream: read from the first event boundary in it.
+      const boundary = firstBoundary(bytes);
+      if (boundary === -1) return undefined;
+      bytes = bytes.subarray(boundary);
+    }
+    const events = readAllEvents(bytes);
+    return events[events.length - 1];
+  }
+}
+
+function firstBoundary(bytes: Buffer): number {
+  let best = -1;
+  for (const blank of BLANK_LINES) {
+    const at = bytes.indexOf(blank);
+    if (at !== -1 && (best === -1 || at + blank.length < best)) best = at + blank.length;
+  }
+  return best;
+}
