@@ -194,6 +194,8 @@ export interface Config {
   crashLoopWindowMs: number;
   exitOnCrashLoop: boolean;
   stopGraceMs: number;
+  /** The options the user set (CLI, env or file), as opposed to defaults. */
+  setByUser: ReadonlySet<OptionKey>;
 }
 
 /** A bad configuration value. The CLI prints `message` as one line and exits 2. */
@@ -308,6 +310,7 @@ function readConfigFile(path: string): Record<string, unknown> {
 
 export function loadConfig(sources: ConfigSources): Config {
   const values: Record<string, unknown> = {};
+  const setByUser = new Set<OptionKey>();
   for (const key of Object.keys(OPTIONS) as OptionKey[]) values[key] = OPTIONS[key].default;
 
   const configFile = sources.configFile ?? sources.env[`${ENV_PREFIX}CONFIG`];
@@ -317,6 +320,7 @@ export function loadConfig(sources: ConfigSources): Config {
       if (!isOptionKey(key)) throw new ConfigError(key, `unknown key in ${JSON.stringify(configFile)}`);
       // null unsets an option that has no default (e.g. "command": null in the example file)
       values[key] = raw === null && OPTIONS[key].default === undefined ? undefined : coerce(key, raw, configFile);
+      setByUser.add(key);
     }
   }
 
@@ -327,18 +331,24 @@ export function loadConfig(sources: ConfigSources): Config {
     // Lists and maps come as JSON in the environment.
     const kind = OPTIONS[key].kind.type;
     values[key] = coerce(key, kind === 'string[]' || kind === 'record' ? parseJsonEnv(key, name, raw) : raw, name);
+    setByUser.add(key);
   }
 
   for (const [key, raw] of Object.entries(sources.cli) as [OptionKey, unknown][]) {
-    if (raw !== undefined) values[key] = coerce(key, raw, `--${flagName(key)}`);
+    if (raw === undefined) continue;
+    values[key] = coerce(key, raw, `--${flagName(key)}`);
+    setByUser.add(key);
   }
 
-  const config = values as unknown as Config;
+  const config = { ...values, setByUser } as unknown as Config;
   if (config.restartBackoffMaxMs < config.restartBackoffInitialMs) {
     throw new ConfigError('restartBackoffMaxMs', `must be at least restartBackoffInitialMs (${config.restartBackoffInitialMs})`);
   }
   if (config.upstream === undefined && config.command === undefined) {
     throw new ConfigError('upstream', 'required: give --upstream URL, or a llama-server command after --');
+  }
+  if (config.upstream !== undefined && config.command !== undefined) {
+    throw new ConfigError('upstream', 'cannot be combined with a llama-server command (sidecar or supervised, not both)');
   }
   return config;
 }

@@ -30,6 +30,8 @@ export interface ExchangeOptions {
   readonly retryAfterSeconds: number;
   /** Called once, when the client's response is over. */
   readonly onDone: (record: RequestRecord) => void;
+  /** Shared by all exchanges: upstream bytes received, so the supervisor can tell busy from hung. */
+  readonly progress: { bytes: number };
 }
 
 type Phase = 'connecting' | 'verbatim' | 'holding' | 'streaming' | 'done';
@@ -108,6 +110,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#opts.progress.bytes += chunk.length;
     switch (this.#phase) {
       case 'streaming':
         // hot path: no parsing, no copies

@@ -40,6 +40,8 @@ export class ProxyServer {
   readonly #passthrough: Passthrough;
   readonly #inFlight = new Set<InFlight>();
   #draining = false;
+  /** Upstream bytes received by guarded exchanges; see ExchangeOptions.progress. */
+  readonly progress = { bytes: 0 };
 
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
@@ -152,6 +154,7 @@ export class ProxyServer {
       firstEventTimeoutMs: c.firstEventTimeoutMs,
       maxHoldBytes: c.maxHoldBytes,
       retryAfterSeconds: c.retryAfterSeconds,
+      progress: this.progress,
       onDone: (record) => {
         this.#inFlight.delete(exchange);
         this.#done(record);
