@@ -240,8 +240,11 @@ export function describeExpected(kind: Kind): string {
   }
 }
 
-/** Strings come from the CLI and env; JSON values from the file. Both end here. */
-function coerce(key: OptionKey, raw: unknown, origin: string): unknown {
+/**
+ * Strings come from the CLI and env and are parsed; JSON values from the file must have the right type
+ * already ("8080" for a port there is a mistake worth reporting).
+ */
+function coerce(key: OptionKey, raw: unknown, origin: string, fromText = true): unknown {
   const kind: Kind = OPTIONS[key].kind;
   const fail = (): never => {
     const shown = typeof raw === 'string' ? JSON.stringify(raw) : JSON.stringify(raw) ?? String(raw);
@@ -261,13 +264,13 @@ function coerce(key: OptionKey, raw: unknown, origin: string): unknown {
       return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '' ? url : fail();
     }
     case 'int': {
-      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+      const n = typeof raw === 'number' ? raw : fromText && typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
       return Number.isSafeInteger(n) && n >= kind.min && n <= kind.max ? n : fail();
     }
     case 'bool':
       if (typeof raw === 'boolean') return raw;
-      if (raw === 'true' || raw === '1') return true;
-      if (raw === 'false' || raw === '0') return false;
+      if (fromText && (raw === 'true' || raw === '1')) return true;
+      if (fromText && (raw === 'false' || raw === '0')) return false;
       return fail();
     case 'enum':
       return typeof raw === 'string' && kind.values.includes(raw) ? raw : fail();
@@ -319,7 +322,7 @@ export function loadConfig(sources: ConfigSources): Config {
       if (key.startsWith('$')) continue; // "$comment" and the like: JSON has no comments
       if (!isOptionKey(key)) throw new ConfigError(key, `unknown key in ${JSON.stringify(configFile)}`);
       // null unsets an option that has no default (e.g. "command": null in the example file)
-      values[key] = raw === null && OPTIONS[key].default === undefined ? undefined : coerce(key, raw, configFile);
+      values[key] = raw === null && OPTIONS[key].default === undefined ? undefined : coerce(key, raw, configFile, false);
       setByUser.add(key);
     }
   }
