@@ -85,6 +85,30 @@ export const OPTIONS = {
     placeholder: 'ms',
     description: 'longest silence between two pieces of a response body (0: no limit)',
   },
+  apiKey: {
+    kind: { type: 'string' },
+    default: undefined,
+    placeholder: 'key',
+    description: 'require this key from clients (Authorization: Bearer, or x-api-key); /-/live and /-/ready stay open',
+  },
+  apiKeyFile: {
+    kind: { type: 'string' },
+    default: undefined,
+    placeholder: 'file',
+    description: 'read the API key from this file (keeps it out of the process list)',
+  },
+  clientHeadersTimeoutMs: {
+    kind: { type: 'int', min: 1, max: MAX_INT },
+    default: 60000,
+    placeholder: 'ms',
+    description: 'time a client has to send its request headers (slowloris guard)',
+  },
+  clientRequestTimeoutMs: {
+    kind: { type: 'int', min: 0, max: MAX_INT },
+    default: 300000,
+    placeholder: 'ms',
+    description: 'time a client has to send its whole request, body included (0: no limit)',
+  },
   logLevel: {
     kind: { type: 'enum', values: LOG_LEVELS },
     default: 'info',
@@ -179,6 +203,10 @@ export interface Config {
   upstreamConnectTimeoutMs: number;
   upstreamHeadersTimeoutMs: number;
   upstreamBodyTimeoutMs: number;
+  apiKey: string | undefined;
+  apiKeyFile: string | undefined;
+  clientHeadersTimeoutMs: number;
+  clientRequestTimeoutMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
   command: string | undefined;
   args: string[];
@@ -350,10 +378,28 @@ export function loadConfig(sources: ConfigSources): Config {
   if (config.upstream === undefined && config.command === undefined) {
     throw new ConfigError('upstream', 'required: give --upstream URL, or a llama-server command after --');
   }
+  if (config.clientRequestTimeoutMs > 0 && config.clientHeadersTimeoutMs > config.clientRequestTimeoutMs) {
+    throw new ConfigError('clientHeadersTimeoutMs', `must not exceed clientRequestTimeoutMs (${config.clientRequestTimeoutMs})`);
+  }
+  if (config.apiKeyFile !== undefined) {
+    if (config.apiKey !== undefined) throw new ConfigError('apiKeyFile', 'give apiKey or apiKeyFile, not both');
+    config.apiKey = readApiKeyFile(config.apiKeyFile);
+  }
   if (config.upstream !== undefined && config.command !== undefined) {
     throw new ConfigError('upstream', 'cannot be combined with a llama-server command (sidecar or supervised, not both)');
   }
   return config;
+}
+
+function readApiKeyFile(path: string): string {
+  let key: string;
+  try {
+    key = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError('apiKeyFile', `cannot read ${JSON.stringify(path)} (${(err as NodeJS.ErrnoException).code ?? 'unknown error'})`);
+  }
+  if (key === '') throw new ConfigError('apiKeyFile', `${JSON.stringify(path)} is empty`);
+  return key;
 }
 
 function parseJsonEnv(key: OptionKey, name: string, raw: string): unknown {

@@ -39,8 +39,10 @@ export interface RequestRecord {
   decideMs?: number;
   /** Why the hold ended without a deciding event, if it did. */
   holdEnd?: 'timeout' | 'max-bytes';
-  /** An error frame was written into a stream that had started (upstream stopped, shutdown). */
+  /** An error frame the proxy wrote into a stream that had started (upstream stopped, shutdown). */
   midStreamError?: string;
+  /** The upstream's own stream ended in an error after the commit (the client saw it in the stream). */
+  inBandAfterCommit?: boolean;
   durationMs: number;
   bytesOut: number;
   clientAbort?: boolean;

@@ -170,8 +170,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
         this.#res.destroy();
         return;
       case 'streaming':
-        this.#relay?.flush();
-        if (this.#relay?.endedWell()) this.#end();
+        if (this.#endedWell()) this.#end();
         else this.#streamError(failure.status, `the stream from llama-server broke off: ${failure.message}`, failure.code);
         return;
       default:
@@ -256,11 +255,18 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   }
 
   #endStream(): void {
-    const relay = this.#relay;
-    if (relay === undefined) return;
-    relay.flush();
-    if (relay.endedWell()) this.#end();
+    if (this.#endedWell()) this.#end();
     else this.#streamError(502, 'llama-server stopped mid-stream without finishing the response', 'upstream_stream_ended');
+  }
+
+  /** Flushes the relay and reads how the upstream's stream ended; an in-band error there is counted. */
+  #endedWell(): boolean {
+    const relay = this.#relay;
+    if (relay === undefined) return false;
+    relay.flush();
+    const ending = relay.ending();
+    if (ending === 'error') this.#record.inBandAfterCommit = true;
+    return ending !== 'unfinished';
   }
 
   /** After the commit: one error frame in the route's format, then the end. Never a silent stop. */

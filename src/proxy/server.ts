@@ -2,7 +2,8 @@
  * The HTTP server: routes each request to the proxy's own endpoints, the guard or the pass-through,
  * gates API traffic on readiness, and drains on shutdown.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
@@ -16,6 +17,8 @@ import { createPassthrough, type Passthrough } from './passthrough.js';
 import { upstreamRequestHeaders } from './headers.js';
 import { sendAnswer, sendJson } from './answer.js';
 import type { Readiness } from './readiness.js';
+import { Metrics } from '../metrics.js';
+import { createKeyCheck, type KeyCheck } from './api-key.js';
 
 export interface ProxyServerOptions {
   readonly config: Config;
@@ -24,9 +27,8 @@ export interface ProxyServerOptions {
   readonly readiness: Readiness;
   /** Hold API requests while the upstream is not ready (supervised mode); sidecar mode only reports it. */
   readonly gateTraffic: boolean;
-  /** Extra own endpoints, e.g. metrics: path below /-/ → handler. */
-  readonly ownRoutes?: ReadonlyMap<string, (req: IncomingMessage, res: ServerResponse) => void>;
-  readonly onRequestDone?: (record: RequestRecord) => void;
+  /** Supervised mode: the child's restarts by reason, for the metrics. */
+  readonly restarts?: () => Readonly<Partial<Record<string, number>>>;
 }
 
 interface InFlight {
@@ -39,24 +41,36 @@ export class ProxyServer {
   readonly #pool: Pool;
   readonly #passthrough: Passthrough;
   readonly #inFlight = new Set<InFlight>();
+  #guardedInFlight = 0;
   #draining = false;
+  readonly metrics: Metrics;
+  readonly #keyCheck: KeyCheck | undefined;
   /** Upstream bytes received by guarded exchanges; see ExchangeOptions.progress. */
   readonly progress = { bytes: 0 };
 
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
     const c = opts.config;
+    this.metrics = new Metrics({
+      inFlight: () => this.#guardedInFlight,
+      upstreamState: () => (this.#draining ? 'stopping' : opts.readiness.state()),
+      upstreamReady: () => opts.readiness.isReady(),
+      ...(opts.restarts ? { restarts: opts.restarts } : {}),
+    });
     this.#pool = new Pool(opts.upstream.origin, {
       connect: { timeout: c.upstreamConnectTimeoutMs },
       headersTimeout: c.upstreamHeadersTimeoutMs,
       bodyTimeout: c.upstreamBodyTimeoutMs,
       keepAliveTimeout: 4000, // below llama-server's own 5 s keep-alive, so we never reuse a socket it is closing
     });
+    this.#keyCheck = c.apiKey !== undefined ? createKeyCheck(c.apiKey) : undefined;
     this.#passthrough = createPassthrough(opts.upstream, { headersTimeoutMs: c.upstreamHeadersTimeoutMs });
     this.#server = createServer(
       {
-        headersTimeout: 60_000,
-        requestTimeout: 300_000,
+        headersTimeout: c.clientHeadersTimeoutMs,
+        requestTimeout: c.clientRequestTimeoutMs,
+        // Node checks the two timeouts above on this period (30 s by default, too coarse for them).
+        connectionsCheckingInterval: Math.min(1000, c.clientHeadersTimeoutMs),
         keepAliveTimeout: 65_000, // longer than the usual 60 s idle of load balancers in front
         noDelay: true,
       },
@@ -64,6 +78,7 @@ export class ProxyServer {
     );
     // SSE streams may be quiet between pings for a long time; the upstream timeouts bound silence instead.
     this.#server.timeout = 0;
+    this.#server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
   }
 
   get draining(): boolean {
@@ -110,8 +125,17 @@ export class ProxyServer {
   #route(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '/';
     const path = pathOf(url);
+    if (path === '/-/live' || path === '/-/ready') {
+      this.#own(path, res); // probes never need the key
+      return;
+    }
+    if (this.#keyCheck !== undefined && !this.#keyCheck(req.headers)) {
+      const answer = ownError(401, dialectOf(url), 'invalid or missing API key', 'invalid_api_key');
+      this.#refuse(req, res, answer, ['WWW-Authenticate', 'Bearer']);
+      return;
+    }
     if (path.startsWith(OWN_PREFIX)) {
-      this.#own(path, req, res);
+      this.#own(path, res);
       return;
     }
     if (this.#draining) {
@@ -157,10 +181,12 @@ export class ProxyServer {
       progress: this.progress,
       onDone: (record) => {
         this.#inFlight.delete(exchange);
+        this.#guardedInFlight--;
         this.#done(record);
       },
     });
     this.#inFlight.add(exchange);
+    this.#guardedInFlight++;
     this.#pool.dispatch(
       {
         origin: this.#opts.upstream.origin,
@@ -192,7 +218,7 @@ export class ProxyServer {
     this.#passthrough(req, res);
   }
 
-  #own(path: string, req: IncomingMessage, res: ServerResponse): void {
+  #own(path: string, res: ServerResponse): void {
     const readiness = this.#opts.readiness;
     if (path === '/-/live') {
       sendJson(res, 200, { status: 'live' });
@@ -204,12 +230,42 @@ export class ProxyServer {
       sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', upstream: state });
       return;
     }
-    const handler = this.#opts.ownRoutes?.get(path);
-    if (handler !== undefined) {
-      handler(req, res);
+    if (path === '/-/metrics') {
+      void this.#scrape(res);
       return;
     }
     sendAnswer(res, ownError(404, 'openai', `no such endpoint: ${path}`, 'not_found'));
+  }
+
+  /**
+   * Malformed requests (smuggling attempts such as Content-Length with Transfer-Encoding, oversized
+   * headers, a client too slow to send them) never reach llama-server: Node's parser stops them, and
+   * the client gets a status and a JSON error before the connection is closed.
+   */
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const message = status === 431 ? 'request headers too large' : status === 408 ? 'request not received in time' : 'malformed HTTP request';
+    const body = ownError(status, 'openai', message, err.code ?? 'bad_request').body;
+    this.#opts.log.warn({ status, code: err.code }, 'rejected a malformed request');
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+
+  async #scrape(res: ServerResponse): Promise<void> {
+    try {
+      const text = await this.metrics.registry.metrics();
+      res.writeHead(200, ['Content-Type', this.metrics.registry.contentType]);
+      res.end(text);
+    } catch (err) {
+      this.#opts.log.error({ err }, 'metrics scrape failed');
+      sendAnswer(res, ownError(500, 'openai', 'metrics are unavailable', 'metrics_failed'));
+    }
   }
 
   #refuse(req: IncomingMessage, res: ServerResponse, answer: ReturnType<typeof ownError>, headers: string[] = []): void {
@@ -228,7 +284,7 @@ export class ProxyServer {
 
   #done(record: RequestRecord): void {
     this.#opts.log.info(record, 'request');
-    this.#opts.onRequestDone?.(record);
+    this.metrics.observe(record);
   }
 }
 

@@ -8,7 +8,9 @@
  */
 import { legacyErrorFrame } from '../error-response.js';
 import { readAllEvents } from './event-reader.js';
-import { isFinalEvent } from './classify.js';
+import { classifyEvent, isFinalEvent } from './classify.js';
+
+export type StreamEnding = 'done' | 'error' | 'unfinished';
 
 const ERROR_FIELD = Buffer.from('error:');
 const LF = 0x0a;
@@ -73,10 +75,18 @@ export class StreamRelay {
     return ok;
   }
 
-  /** Did the body end with a proper last event (or an error the client already got)? */
-  endedWell(): boolean {
+  /**
+   * How the body ended: with a proper last event, with an error the client already got (the upstream's
+   * own frame, or a legacy line we rewrote), or without an ending at all.
+   */
+  ending(): StreamEnding {
     const last = this.#tail.lastEvent();
-    return last !== undefined && isFinalEvent(last);
+    if (last === undefined || !isFinalEvent(last)) return 'unfinished';
+    return classifyEvent(last).kind === 'error' ? 'error' : 'done';
+  }
+
+  endedWell(): boolean {
+    return this.ending() !== 'unfinished';
   }
 
   /** Flushes what was held back at the very end (an unterminated legacy line is still rewritten). */
