@@ -61,7 +61,6 @@ export class ProxyServer {
       connect: { timeout: c.upstreamConnectTimeoutMs },
       headersTimeout: c.upstreamHeadersTimeoutMs,
       bodyTimeout: c.upstreamBodyTimeoutMs,
-      keepAliveTimeout: 4000, // below llama-server's own 5 s keep-alive, so we never reuse a socket it is closing
     });
     this.#keyCheck = c.apiKey !== undefined ? createKeyCheck(c.apiKey) : undefined;
     this.#passthrough = createPassthrough(opts.upstream, { headersTimeoutMs: c.upstreamHeadersTimeoutMs });
@@ -194,6 +193,11 @@ export class ProxyServer {
         method: 'POST',
         headers: upstreamRequestHeaders(req),
         body,
+        // llama-server closes the connection after every stream, a few ms after its last byte and without
+        // saying so (no Connection: close). A pooled socket would carry the next request into that close;
+        // with a streamed body undici cannot retry it, and the client would get a 502. So every guarded
+        // request gets a connection of its own, which a stream would have cost anyway.
+        reset: true,
       },
       exchange,
     );
