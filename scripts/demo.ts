@@ -1,10 +1,7 @@
 // `npm run demo`: what a client gets from llama-server directly and through the proxy, case by case, on a
 // real llama-server (installed first if this machine has none) and on a byte-exact emulation of b5630.
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import type OpenAI from 'openai';
-import { findLlamaServer, LLAMA_SERVER_INSTALL_HINT } from '../src/llama-server-binary.js';
-import { projectRoot } from '../src/project-root.js';
+import { ensureLlamaServer } from '../src/llama-server-binary.js';
 import { ensureTinyModel } from '../src/tiny-model/ensure.js';
 import {
   startLlamaServer,
@@ -39,19 +36,6 @@ interface Case {
 interface Seen {
   status: string;
   sdk: string;
-}
-
-function llamaServerBinary(): string {
-  const found = findLlamaServer();
-  if (found !== undefined) return found;
-  console.log('llama-server not found; running scripts/install-llama-server …');
-  const r = spawnSync('bash', [join(projectRoot(), 'scripts', 'install-llama-server')], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const path = r.stdout.trim().split('\n').pop();
-  if (r.status !== 0 || !path) throw new Error(LLAMA_SERVER_INSTALL_HINT);
-  return path;
 }
 
 /** Text cut into lines of the terminal's width, each indented; after a space or comma where there is one. */
@@ -133,7 +117,7 @@ function summarise(sdkText: string): string {
 }
 
 async function main(): Promise<void> {
-  process.env.LLAMA_SERVER = llamaServerBinary();
+  process.env.LLAMA_SERVER = ensureLlamaServer();
   const model = ensureTinyModel();
   console.log(`llama-server: ${process.env.LLAMA_SERVER}\nmodel: ${model}`);
 

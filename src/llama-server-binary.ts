@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { projectRoot } from './project-root.js';
@@ -43,4 +44,20 @@ function isExecutableFile(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * findLlamaServer(), or else install it with scripts/install-llama-server (Debian x86_64; its progress
+ * goes to stderr) and return what that printed as its last line. Throws with the install hint if neither works.
+ */
+export function ensureLlamaServer(): string {
+  const found = findLlamaServer();
+  if (found !== undefined) return found;
+  const r = spawnSync('bash', [join(projectRoot(), 'scripts', 'install-llama-server')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const path = r.stdout?.trim().split('\n').pop();
+  if (r.status !== 0 || !path) throw new Error(LLAMA_SERVER_INSTALL_HINT);
+  return path;
 }
