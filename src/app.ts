@@ -82,7 +82,14 @@ async function startSupervised(config: Config, command: string, log: Logger): Pr
       if (config.exitOnCrashLoop) failed(reason);
     },
   });
-  server = new ProxyServer({ config: own, upstream: origin, log, readiness: supervisor, gateTraffic: true });
+  server = new ProxyServer({
+    config: own,
+    upstream: origin,
+    log,
+    readiness: supervisor,
+    gateTraffic: true,
+    restarts: () => supervisor.restarts, // upstream_restarts_total
+  });
   const url = urlOf(await server.listen());
   supervisor.start();
   log.info({ url: url.href, mode: 'supervised', child: origin.origin }, 'listening');

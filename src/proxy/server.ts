@@ -100,12 +100,11 @@ export class ProxyServer {
   }
 
   /**
-   * Stop taking requests, give the ones in flight `drainTimeoutMs` to finish, then end the rest with an
-   * error the client can see, and close every connection.
+   * Refuse new requests (503), give the ones in flight `drainTimeoutMs` to finish, then end the rest with
+   * an error the client can see, and close every connection.
    */
   async drain(): Promise<void> {
     this.#draining = true;
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeIdleConnections();
     const deadline = Date.now() + this.#opts.config.drainTimeoutMs;
     while (this.#inFlight.size > 0 && Date.now() < deadline) {
@@ -115,6 +114,8 @@ export class ProxyServer {
     for (const exchange of this.#inFlight) {
       exchange.terminate(503, 'llama-status-proxy is shutting down', 'shutting_down');
     }
+    // Listening until now: during the drain new requests and probes get a 503, not a refused connection.
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeAllConnections();
     await closed;
     this.#passthrough.close();

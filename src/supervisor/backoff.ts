@@ -30,8 +30,8 @@ export class RestartBudget {
     if (this.#failures.length >= p.maxFailures) return undefined;
     const base = Math.min(p.maxMs, p.initialMs * 2 ** this.#streak);
     this.#streak++;
-    // ±20 % so that a fleet of proxies does not restart in step
-    return Math.round(base * (0.8 + 0.4 * this.random()));
+    // ±20 % so that a fleet of proxies does not restart in step; maxMs stays the longest delay
+    return Math.min(p.maxMs, Math.round(base * (0.8 + 0.4 * this.random())));
   }
 
   get failuresInWindow(): number {

@@ -42,3 +42,15 @@ export function rewriteChildCommandLine(
   for (const [k, v] of Object.entries(env)) if (v !== undefined && k !== 'LLAMA_ARG_HOST' && k !== 'LLAMA_ARG_PORT') childEnv[k] = v;
   return { args: out, env: childEnv, host, port };
 }
+
+/** llama-server flags whose value is a secret. */
+const SECRET_FLAGS = new Set(['--api-key', '--hf-token', '-hft']);
+
+/** The arguments as they may be logged: the value of a secret flag (`--api-key K`, `--api-key=K`) hidden. */
+export function argsForLog(args: readonly string[]): string[] {
+  return args.map((arg, i) => {
+    const eq = arg.indexOf('=');
+    if (eq !== -1 && SECRET_FLAGS.has(arg.slice(0, eq))) return `${arg.slice(0, eq)}=[redacted]`;
+    return SECRET_FLAGS.has(args[i - 1] ?? '') ? '[redacted]' : arg;
+  });
+}

@@ -9,6 +9,7 @@ import { LlamaServerProcess, type ChildExit } from './child-process.js';
 import { probeOnce } from './health.js';
 import { canMove, type ChildState } from './states.js';
 import { RestartBudget, type BackoffPolicy } from './backoff.js';
+import { argsForLog } from './command-line.js';
 
 export interface SupervisorOptions {
   readonly command: string;
@@ -114,7 +115,7 @@ export class Supervisor implements Readiness {
     if (this.#state !== 'starting') this.#move('starting');
     const child = new LlamaServerProcess(o.command, o.args, o.env, o.log);
     this.#child = child;
-    o.log.info({ pid: child.pid, command: o.command, args: o.args }, 'llama-server starting');
+    o.log.info({ pid: child.pid, command: o.command, args: argsForLog(o.args) }, 'llama-server starting');
     void child.exited.then((exit) => {
       if (generation === this.#generation) this.#exited(exit);
     });
@@ -182,7 +183,6 @@ export class Supervisor implements Readiness {
     const child = this.#child;
     const delay = this.#budget.fail(Date.now(), this.#state === 'ready' ? this.#readySince : undefined);
     this.#readySince = undefined;
-    this.#restarts[reason] = (this.#restarts[reason] ?? 0) + 1;
     const details = { reason, lastLines: exit?.lastLines, failuresInWindow: this.#budget.failuresInWindow };
     if (delay === undefined) {
       this.#move('crash-loop');
@@ -193,9 +193,12 @@ export class Supervisor implements Readiness {
       return;
     }
     this.#move('restarting');
+    this.#restarts[reason] = (this.#restarts[reason] ?? 0) + 1; // a crash loop is not a restart
     o.log.warn({ ...details, delayMs: delay }, `${message}; restarting`);
     void (async () => {
       if (child !== undefined) await child.stop(o.stopGraceMs);
+      // stop() may have come while the old child was stopping; a delay timer set now would hold the exit.
+      if (generation !== this.#generation || this.#state !== 'restarting') return;
       await new Promise((r) => (this.#timer = setTimeout(r, delay)));
       if (generation === this.#generation && this.#state === 'restarting') this.#spawn();
     })();
