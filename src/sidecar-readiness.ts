@@ -3,14 +3,14 @@
  * interval, so /-/ready can tell a load balancer or Kubernetes when to send traffic.
  */
 import type { Logger } from './log.js';
-import type { Readiness } from './proxy/readiness.js';
+import { ReadyWaiters, type Readiness } from './proxy/readiness.js';
 import { probeOnce, type Health } from './supervisor/health.js';
 
 export class SidecarReadiness implements Readiness {
   #health: Health = 'down';
   #timer: NodeJS.Timeout | undefined;
   #stopped = true;
-  #waiters = new Set<() => void>();
+  readonly #waiters = new ReadyWaiters();
 
   constructor(
     private readonly origin: URL,
@@ -32,7 +32,7 @@ export class SidecarReadiness implements Readiness {
     if (this.#stopped) return;
     if (health !== this.#health) this.opts.log.info({ upstream: health }, 'upstream health changed');
     this.#health = health;
-    if (health === 'ready') for (const wake of this.#waiters) wake();
+    if (health === 'ready') this.#waiters.wakeAll();
     // Until the first 200 it is probed every second, then at the configured interval.
     const next = health === 'ready' ? this.opts.intervalMs : Math.min(1000, this.opts.intervalMs);
     this.#timer = setTimeout(() => void this.#tick(), next);
@@ -49,14 +49,6 @@ export class SidecarReadiness implements Readiness {
 
   waitReady(ms: number): Promise<boolean> {
     if (this.isReady()) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.#waiters.delete(wake);
-        resolve(this.isReady());
-      };
-      const timer = setTimeout(wake, ms);
-      this.#waiters.add(wake);
-    });
+    return this.#waiters.wait(ms, () => this.isReady());
   }
 }

@@ -13,3 +13,26 @@ export const ALWAYS_READY: Readiness = {
   waitReady: () => Promise.resolve(true),
   state: () => 'ready',
 };
+
+/** Requests parked until the upstream's state changes, each with its own deadline. */
+export class ReadyWaiters {
+  readonly #wakers = new Set<() => void>();
+
+  /** Resolves with `isReady()` at the first wakeAll() or after `ms`, whichever comes first. */
+  wait(ms: number, isReady: () => boolean): Promise<boolean> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#wakers.delete(wake);
+        resolve(isReady());
+      };
+      const timer = setTimeout(wake, ms);
+      this.#wakers.add(wake);
+    });
+  }
+
+  /** The state changed: every parked request looks again (ready, or given up for good). */
+  wakeAll(): void {
+    for (const wake of this.#wakers) wake();
+  }
+}

@@ -4,7 +4,7 @@
  * on shutdown. The proxy asks it one question, through Readiness: can requests go through now?
  */
 import type { Logger } from '../log.js';
-import type { Readiness } from '../proxy/readiness.js';
+import { ReadyWaiters, type Readiness } from '../proxy/readiness.js';
 import { LlamaServerProcess, type ChildExit } from './child-process.js';
 import { probeOnce } from './health.js';
 import { canMove, type ChildState } from './states.js';
@@ -44,7 +44,7 @@ export class Supervisor implements Readiness {
   #timer: NodeJS.Timeout | undefined;
   #readySince: number | undefined;
   #failedChecks = 0;
-  #waiters = new Set<() => void>();
+  readonly #waiters = new ReadyWaiters();
   #restarts: Partial<Record<RestartReason, number>> = {};
   /** Bumped per spawn, so callbacks of a previous child are ignored. */
   #generation = 0;
@@ -67,15 +67,7 @@ export class Supervisor implements Readiness {
   waitReady(ms: number): Promise<boolean> {
     if (this.isReady()) return Promise.resolve(true);
     if (this.#state === 'crash-loop' || this.#state === 'stopping' || this.#state === 'stopped') return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.#waiters.delete(wake);
-        resolve(this.isReady());
-      };
-      const timer = setTimeout(wake, ms);
-      this.#waiters.add(wake);
-    });
+    return this.#waiters.wait(ms, () => this.isReady());
   }
 
   get restarts(): Readonly<Partial<Record<RestartReason, number>>> {
@@ -139,7 +131,7 @@ export class Supervisor implements Readiness {
     this.#move('ready');
     this.#readySince = Date.now();
     this.#opts.log.info({ pid: this.#child?.pid }, 'llama-server ready');
-    for (const wake of this.#waiters) wake();
+    this.#waiters.wakeAll();
     this.#scheduleHealthCheck();
   }
 
@@ -187,7 +179,7 @@ export class Supervisor implements Readiness {
     if (delay === undefined) {
       this.#move('crash-loop');
       o.log.error(details, `${message}; crash loop: not restarting`);
-      for (const wake of this.#waiters) wake();
+      this.#waiters.wakeAll();
       void child?.stop(o.stopGraceMs);
       o.onCrashLoop(`${message} (${this.#budget.failuresInWindow} failures in ${o.backoff.windowMs} ms)`);
       return;
