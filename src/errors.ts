@@ -52,9 +52,14 @@ export function upstreamFailure(err: unknown): ProxyError {
       return new ProxyError('upstream_headers_timeout', 504, 'llama-server did not answer in time', { cause: err });
     case 'UND_ERR_BODY_TIMEOUT':
       return new ProxyError('upstream_body_timeout', 504, 'llama-server went silent mid-response', { cause: err });
+    case 'UND_ERR_HEADERS_OVERFLOW':
+      return new ProxyError('upstream_bad_response', 502, 'llama-server sent response headers that are too large', { cause: err });
     case 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH':
       return new ProxyError('bad_request_body', 400, 'request body does not match its Content-Length', { cause: err });
     default:
+      if (typeof code === 'string' && code.startsWith('HPE_')) {
+        return new ProxyError('upstream_bad_response', 502, 'llama-server sent a malformed HTTP response', { cause: err });
+      }
       return new ProxyError('upstream_connection_lost', 502, 'llama-server closed the connection unexpectedly', { cause: err });
   }
 }

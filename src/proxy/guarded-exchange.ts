@@ -250,6 +250,8 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     let ok = true;
     for (const chunk of this.#held) ok = relay.write(chunk) && ok;
     res.uncork();
+    // A hold that ended on its timer may have nothing to send yet; the client must still get its 200 now.
+    if (this.#held.length === 0) res.flushHeaders();
     this.#held = [];
     if (!ok) controller?.pause();
   }

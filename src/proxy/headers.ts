@@ -36,7 +36,8 @@ export function endToEnd(raw: ReadonlyArray<string>, drop?: ReadonlySet<string>)
   return out;
 }
 
-const NOT_FORWARDED_UPSTREAM = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
+// Expect: Node's server has already answered 100-continue to the client, and undici refuses the header.
+const NOT_FORWARDED_UPSTREAM = new Set(['host', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
 
 /** What goes to llama-server: the client's end-to-end headers plus X-Forwarded-*. */
 export function upstreamRequestHeaders(req: IncomingMessage): FlatHeaders {

@@ -27,6 +27,7 @@ export function createPassthrough(target: URL, opts: { headersTimeoutMs: number 
   // (Node's client sets its own Connection and framing headers for the upstream connection.)
   proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
     for (const name of hopByHopNames(req.rawHeaders)) proxyReq.removeHeader(name);
+    proxyReq.removeHeader('expect'); // Node's server has answered 100-continue to the client already
   });
   proxy.on('proxyRes', (proxyRes: IncomingMessage) => {
     for (const name of hopByHopNames(proxyRes.rawHeaders)) delete proxyRes.headers[name];

@@ -7,10 +7,12 @@
  *    once to tell a proper ending from a stream that just stopped.
  */
 import { legacyErrorFrame } from '../error-response.js';
-import { readAllEvents } from './event-reader.js';
+import { readAllEvents, type SseEvent } from './event-reader.js';
 import { classifyEvent, isFinalEvent } from './classify.js';
 
 export type StreamEnding = 'done' | 'error' | 'unfinished';
+
+const UNREADABLE = Symbol('complete event larger than the window');
 
 const ERROR_FIELD = Buffer.from('error:');
 const LF = 0x0a;
@@ -81,6 +83,9 @@ export class StreamRelay {
    */
   ending(): StreamEnding {
     const last = this.#tail.lastEvent();
+    // A complete last event larger than the window: llama-server's big final events (the native prompt
+    // echo, response.completed with the whole output) look like this; a cut-off stream almost never does.
+    if (last === UNREADABLE) return 'done';
     if (last === undefined || !isFinalEvent(last)) return 'unfinished';
     return classifyEvent(last).kind === 'error' ? 'error' : 'done';
   }
@@ -184,13 +189,17 @@ class TailWindow {
     }
   }
 
-  /** The last event in the window, or undefined when the window holds none it can read whole. */
-  lastEvent(): ReturnType<typeof readAllEvents>[number] | undefined {
+  /**
+   * The last event in the window; UNREADABLE when the window holds only the end of one complete event
+   * (it started before the window); undefined when there is none.
+   */
+  lastEvent(): SseEvent | typeof UNREADABLE | undefined {
     let bytes = Buffer.concat(this.#chunks);
     if (this.#dropped) {
       // The window starts mid-stream: read from the first event boundary in it.
       const boundary = firstBoundary(bytes);
-      if (boundary === -1) return undefined;
+      if (boundary === bytes.length) return UNREADABLE;
+      if (boundary === -1) return undefined; // not even the end of an event: cut off mid-event
       bytes = bytes.subarray(boundary);
     }
     const events = readAllEvents(bytes);
