@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Dialect } from '../routes.js';
 import type { RequestRecord } from '../log.js';
-import { SseEventReader } from '../sse/event-reader.js';
+import { SseEventReader, type EventSink } from '../sse/event-reader.js';
 import { classifyEvent, type Verdict } from '../sse/classify.js';
 import { StreamRelay } from '../sse/stream-relay.js';
 import { answerForUpstreamError, errorFrame, ownError, type ErrorAnswer } from '../error-response.js';
@@ -69,11 +69,6 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
       if (!res.writableFinished) this.#clientGone();
       this.#log();
     });
-  }
-
-  /** The exchange is over for the client (answered, streamed to the end, or abandoned). */
-  get finished(): boolean {
-    return this.#phase === 'done';
   }
 
   // ---- undici's hooks -------------------------------------------------------------------------------
@@ -133,12 +128,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
         this.#end();
         return;
       case 'holding': {
-        let verdict: Verdict | undefined;
-        this.#reader?.end((ev) => {
-          const v = classifyEvent(ev);
-          if (v.kind !== 'hold') verdict = v;
-          return v.kind !== 'hold';
-        });
+        const verdict = firstDecision((sink) => this.#reader?.end(sink));
         if (verdict !== undefined) {
           this.#decide(verdict);
           if ((this.#phase as Phase) === 'streaming') this.#endStream(); // output or [DONE] in the last bytes
@@ -208,13 +198,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   #hold(chunk: Buffer): void {
     this.#held.push(chunk);
     this.#heldBytes += chunk.length;
-    let verdict: Verdict | undefined;
-    this.#reader?.push(chunk, (ev) => {
-      const v = classifyEvent(ev);
-      if (v.kind === 'hold') return false;
-      verdict = v;
-      return true;
-    });
+    const verdict = firstDecision((sink) => this.#reader?.push(chunk, sink));
     if (verdict !== undefined) this.#decide(verdict);
     else if (this.#heldBytes >= this.#opts.maxHoldBytes) this.#commit('max-bytes');
   }
@@ -348,6 +332,18 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     record.durationMs = Math.round(performance.now() - this.#startedAt);
     this.#opts.onDone(record);
   }
+}
+
+/** The first event that decides, among those `read` hands to its sink; reading stops there. */
+function firstDecision(read: (sink: EventSink) => unknown): Verdict | undefined {
+  let verdict: Verdict | undefined;
+  read((ev) => {
+    const v = classifyEvent(ev);
+    if (v.kind === 'hold') return false;
+    verdict = v;
+    return true;
+  });
+  return verdict;
 }
 
 /** Only identity-encoded event streams can be read; a compressed one is relayed as it is. */
