@@ -2,7 +2,10 @@
  * The command line: commander collects the raw values, config.ts validates them, app.ts runs. Exit codes:
  * 0 after a clean shutdown, 2 for a bad configuration, 1 for anything else (a crash loop included).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { projectRoot } from './project-root.js';
 import { ConfigError, flagName, loadConfig, OPTIONS, type OptionKey } from './config.js';
 import { createLogger } from './log.js';
 import { startApp } from './app.js';
@@ -15,6 +18,7 @@ function buildProgram(): Command {
     .usage('[options] [-- llama-server [llama-server args...]]')
     .argument('[command...]', 'llama-server command line to supervise (after --)')
     .option('--config <file>', 'JSON config file; every key of config.example.json (env: LLAMA_STATUS_PROXY_CONFIG)')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeErr: () => undefined })
     .helpOption('-h, --help', 'show this help');
@@ -37,6 +41,11 @@ Examples:
   llama-status-proxy -- llama-server -m model.gguf --port 8080`,
   );
   return program;
+}
+
+function packageVersion(): string {
+  const pkg: unknown = JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg ? String(pkg.version) : 'unknown';
 }
 
 /** Runs the CLI; resolves with the exit code once the process should end. */

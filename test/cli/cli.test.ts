@@ -23,6 +23,12 @@ t.test('--help lists every option with its default, and exits 0', async (t) => {
   t.match(r.stdout, '(default: 15000)');
 });
 
+t.test('--version prints the package version', async (t) => {
+  const r = run(['--version']);
+  t.equal(r.status, 0);
+  t.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
+});
+
 t.test('bad configuration exits 2 with one line naming the key', async (t) => {
   const cases: Array<[string[], Record<string, string>, RegExp]> = [
     [['--upstream', 'http://127.0.0.1:1', '--port', '65536'], {}, /port: expected an integer from 0 to 65535/],
