@@ -59,6 +59,8 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   #reader: SseEventReader | undefined;
   #relay: StreamRelay | undefined;
   #holdTimer: NodeJS.Timeout | undefined;
+  /** Streaming: chunks received in this tick, not yet relayed. */
+  #batch: Buffer[] = [];
   #logged = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, opts: ExchangeOptions) {
@@ -108,8 +110,10 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     this.#opts.progress.bytes += chunk.length;
     switch (this.#phase) {
       case 'streaming':
-        // hot path: no parsing, no copies
-        if (!this.#relay?.write(chunk)) controller.pause();
+        // hot path: no parsing. The chunks of one socket read arrive here one HTTP chunk at a time; they
+        // leave as one write at the end of the tick, so Node frames and queues one chunk, not one per event.
+        if (this.#batch.length === 0) process.nextTick(this.#flushBatch);
+        this.#batch.push(chunk);
         return;
       case 'verbatim':
         if (!this.#write(chunk)) controller.pause();
@@ -122,7 +126,17 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     }
   }
 
+  readonly #flushBatch = (): void => {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    if (this.#phase !== 'streaming') return;
+    const chunk = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
+    if (!this.#relay?.write(chunk)) this.#controller?.pause();
+  };
+
   onResponseEnd(): void {
+    this.#flushBatch();
     switch (this.#phase) {
       case 'verbatim':
         this.#end();
@@ -147,6 +161,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    this.#flushBatch();
     const failure = upstreamFailure(err);
     switch (this.#phase) {
       case 'connecting':
@@ -175,6 +190,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
    * error frame.
    */
   terminate(status: number, message: string, code: string): void {
+    this.#flushBatch();
     switch (this.#phase) {
       case 'connecting':
       case 'holding':

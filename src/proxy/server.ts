@@ -187,21 +187,31 @@ export class ProxyServer {
     });
     this.#inFlight.add(exchange);
     this.#guardedInFlight++;
-    this.#pool.dispatch(
-      {
-        origin: this.#opts.upstream.origin,
-        path: req.url ?? '/',
-        method: 'POST',
-        headers: upstreamRequestHeaders(req),
-        body,
-        // llama-server closes the connection after every stream, a few ms after its last byte and without
-        // saying so (no Connection: close). A pooled socket would carry the next request into that close;
-        // with a streamed body undici cannot retry it, and the client would get a 502. So every guarded
-        // request gets a connection of its own, which a stream would have cost anyway.
-        reset: true,
-      },
-      exchange,
-    );
+    const dispatch = (payload: Readable | Buffer | null): boolean =>
+      this.#pool.dispatch(
+        {
+          origin: this.#opts.upstream.origin,
+          path: req.url ?? '/',
+          method: 'POST',
+          headers: upstreamRequestHeaders(req),
+          body: payload,
+          // llama-server closes the connection after every stream, a few ms after its last byte and without
+          // saying so (no Connection: close). A pooled socket would carry the next request into that close
+          // and the client would get a 502. So a request that may stream gets a connection of its own
+          // (which the stream would have cost anyway); a known non-stream request reuses one.
+          reset: !(payload instanceof Buffer) || asksForStream(payload),
+        },
+        exchange,
+      );
+    // A small body (the usual chat request) is read whole first, so undici sends head and body in one
+    // write instead of piping a stream; the client has sent it with its headers anyway.
+    if (body === req && Number(req.headers['content-length']) <= SMALL_BODY) {
+      void readWhole(req).then((whole) => {
+        if (whole !== undefined) dispatch(whole);
+      });
+      return;
+    }
+    dispatch(body);
   }
 
   #passthroughRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -291,6 +301,30 @@ export class ProxyServer {
     this.#opts.log.info(record, 'request');
     this.metrics.observe(record);
   }
+}
+
+/**
+ * Whether a JSON body sets `"stream": true`. A scan, not a parse: validation is llama-server's. Quotes in
+ * message text are escaped (\"), so they cannot match. A wrong "yes" only costs a connection; a wrong
+ * "no" would put a stream on a reused socket, and llama-server accepts nothing but `true` for it.
+ */
+function asksForStream(body: Buffer): boolean {
+  return STREAM_TRUE.test(body.toString('latin1'));
+}
+const STREAM_TRUE = /"stream"\s*:\s*true/;
+
+/** Bodies up to this size are read into memory before they go upstream. */
+const SMALL_BODY = 64 * 1024;
+
+/** The whole body, or undefined when the client went away first (the exchange sees that on its own). */
+function readWhole(req: IncomingMessage): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => parts.push(chunk));
+    req.once('end', () => resolve(Buffer.concat(parts)));
+    req.once('error', () => resolve(undefined));
+    req.once('close', () => resolve(undefined)); // no effect after 'end'
+  });
 }
 
 /**

@@ -17,6 +17,8 @@ const UNREADABLE = Symbol('complete event larger than the window');
 const ERROR_FIELD = Buffer.from('error:');
 const LF = 0x0a;
 const CR = 0x0d;
+/** Bytes before the end where the search for the last event starts; llama-server's events are far shorter. */
+const LOOK_BACK = 2048;
 const BLANK_LINES = [Buffer.from('\n\n'), Buffer.from('\r\n\r\n'), Buffer.from('\r\r')];
 
 export interface ByteSink {
@@ -194,16 +196,24 @@ class TailWindow {
    * (it started before the window); undefined when there is none.
    */
   lastEvent(): SseEvent | typeof UNREADABLE | undefined {
-    let bytes = Buffer.concat(this.#chunks);
-    if (this.#dropped) {
-      // The window starts mid-stream: read from the first event boundary in it.
-      const boundary = firstBoundary(bytes);
-      if (boundary === bytes.length) return UNREADABLE;
-      if (boundary === -1) return undefined; // not even the end of an event: cut off mid-event
-      bytes = bytes.subarray(boundary);
+    const all = Buffer.concat(this.#chunks);
+    // Only the last event counts, so only the end is read: from the first blank line in the last
+    // LOOK_BACK bytes, looking further back while no whole event follows it. Reading the whole window
+    // was most of the relay's cost per stream; the last pass, over the whole window, is the old rule.
+    for (let span = LOOK_BACK; ; span *= 4) {
+      const whole = span >= all.length;
+      let bytes = whole ? all : all.subarray(all.length - span);
+      if (!whole || this.#dropped) {
+        // The bytes start mid-stream: read from the first event boundary in them.
+        const boundary = firstBoundary(bytes);
+        if (whole && boundary === bytes.length) return UNREADABLE;
+        if (whole && boundary === -1) return undefined; // not even the end of an event: cut off mid-event
+        if (boundary === -1 || boundary === bytes.length) continue;
+        bytes = bytes.subarray(boundary);
+      }
+      const events = readAllEvents(bytes);
+      if (events.length > 0 || whole) return events[events.length - 1];
     }
-    const events = readAllEvents(bytes);
-    return events[events.length - 1];
   }
 }
 

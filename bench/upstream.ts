@@ -1,0 +1,184 @@
+/**
+ * The fake llama-server of the benchmark: its own process, raw node:net, every frame serialised once, so
+ * that per event it costs one socket write and nothing else. Each SSE event is its own write and its own
+ * HTTP chunk, as llama-server sends them. The shape of a stream is asked for in the query (shape.ts).
+ *
+ * Paced streams share one timer per pace: llama-server decodes all slots in one batch, so the tokens of
+ * concurrent streams leave at the same moments; one timer also keeps this process cheap at 256 streams.
+ */
+import net from 'node:net';
+import { contentEvent, DONE_EVENT, FINISH_EVENT, JSON_ANSWER, parseShape, ROLE_EVENT, type StreamShape } from './shape.js';
+
+const SSE_HEAD = Buffer.from(
+  'HTTP/1.1 200 OK\r\nServer: llama.cpp\r\nAccess-Control-Allow-Origin: \r\nX-Accel-Buffering: no\r\n' +
+    'Content-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n',
+);
+const jsonBody = Buffer.from(JSON_ANSWER);
+const JSON_RESPONSE = Buffer.concat([
+  Buffer.from(
+    'HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n' +
+      `Content-Length: ${jsonBody.length}\r\nKeep-Alive: timeout=5, max=100\r\nServer: llama.cpp\r\nAccess-Control-Allow-Origin: \r\n\r\n`,
+  ),
+  jsonBody,
+]);
+const HEALTH_BODY = '{"status":"ok"}';
+const HEALTH_RESPONSE = Buffer.from(
+  `HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${HEALTH_BODY.length}\r\n\r\n${HEALTH_BODY}`,
+);
+const TERMINATOR = Buffer.from('0\r\n\r\n');
+
+function frame(text: string): Buffer {
+  const body = Buffer.from(text);
+  return Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n')]);
+}
+
+const ROLE = frame(ROLE_EVENT);
+const FINISH = frame(FINISH_EVENT);
+const DONE = frame(DONE_EVENT);
+const contentFrames = new Map<number, Buffer>();
+
+function contentFrame(size: number): Buffer {
+  let f = contentFrames.get(size);
+  if (f === undefined) {
+    f = frame(contentEvent(size));
+    contentFrames.set(size, f);
+  }
+  return f;
+}
+
+/** One response in progress: `next` counts the events written so far. */
+class Stream {
+  next = 0;
+  readonly total: number;
+  readonly content: Buffer;
+  closed = false;
+
+  constructor(
+    readonly conn: Connection,
+    readonly shape: StreamShape,
+  ) {
+    this.total = shape.events;
+    this.content = contentFrame(shape.size);
+  }
+
+  /** Writes the next event; returns the socket's verdict (false: it wants a drain first). */
+  writeNext(): boolean {
+    const i = this.next++;
+    const sock = this.conn.socket;
+    if (i === 0) return sock.write(ROLE);
+    if (i < this.total - 2) return sock.write(this.content);
+    if (i === this.total - 2) return sock.write(FINISH);
+    sock.write(DONE);
+    // The end of the body is its own write too, as llama-server's chunked encoder does it.
+    const ok = sock.write(TERMINATOR);
+    this.conn.responseDone();
+    return ok;
+  }
+
+  get finished(): boolean {
+    return this.next >= this.total;
+  }
+}
+
+const pacers = new Map<number, { timer: NodeJS.Timeout; streams: Set<Stream> }>();
+
+function pace(stream: Stream): void {
+  const ms = stream.shape.paceMs;
+  let pacer = pacers.get(ms);
+  if (pacer === undefined) {
+    const streams = new Set<Stream>();
+    const timer = setInterval(() => {
+      for (const s of streams) {
+        if (s.closed) streams.delete(s);
+        else {
+          s.writeNext();
+          if (s.finished) streams.delete(s);
+        }
+      }
+      if (streams.size === 0) {
+        clearInterval(timer);
+        pacers.delete(ms);
+      }
+    }, ms);
+    pacer = { timer, streams };
+    pacers.set(ms, pacer);
+  }
+  pacer.streams.add(stream);
+}
+
+/** Unpaced: as fast as the socket takes it, one write per event, waiting for drain when it is full. */
+function pump(stream: Stream): void {
+  const sock = stream.conn.socket;
+  while (!stream.finished && !stream.closed) {
+    if (!stream.writeNext()) {
+      if (!stream.finished) sock.once('drain', () => pump(stream));
+      return;
+    }
+  }
+}
+
+class Connection {
+  #buf: Buffer = Buffer.alloc(0);
+  #busy = false;
+  #stream: Stream | undefined;
+
+  constructor(readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (d: Buffer) => {
+      this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
+      this.#parse();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      if (this.#stream) this.#stream.closed = true;
+    });
+  }
+
+  responseDone(): void {
+    this.#busy = false;
+    this.#stream = undefined;
+    // A request that arrived while this response was going out is answered now.
+    if (this.#buf.length > 0) queueMicrotask(() => this.#parse());
+  }
+
+  #parse(): void {
+    if (this.#busy) return;
+    const end = this.#buf.indexOf('\r\n\r\n');
+    if (end === -1) return;
+    const head = this.#buf.toString('latin1', 0, end);
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    const bodyLength = m ? Number(m[1]) : 0;
+    if (this.#buf.length < end + 4 + bodyLength) return;
+    this.#buf = this.#buf.subarray(end + 4 + bodyLength);
+    const [method = 'GET', target = '/'] = head.slice(0, head.indexOf('\r\n')).split(' ');
+    const url = new URL(target, 'http://upstream');
+    if (method === 'GET') {
+      this.socket.write(HEALTH_RESPONSE);
+      if (this.#buf.length > 0) this.#parse();
+      return;
+    }
+    if (url.searchParams.has('json')) {
+      this.socket.write(JSON_RESPONSE);
+      if (this.#buf.length > 0) this.#parse();
+      return;
+    }
+    this.#busy = true;
+    const stream = new Stream(this, parseShape(url.searchParams));
+    this.#stream = stream;
+    // Headers, the role chunk and the first token leave together (three writes), as in llama-server
+    // where the first token's result carries the role chunk; pacing applies from the second token on.
+    this.socket.write(SSE_HEAD);
+    stream.writeNext();
+    stream.writeNext();
+    if (stream.shape.paceMs > 0) pace(stream);
+    else pump(stream);
+  }
+}
+
+const server = net.createServer({ noDelay: true }, (socket) => new Connection(socket));
+server.listen(Number(process.env.BENCH_UPSTREAM_PORT ?? 0), '127.0.0.1', () => {
+  const address = server.address() as net.AddressInfo;
+  if (process.send) process.send({ port: address.port });
+  else process.stdout.write(`${JSON.stringify({ port: address.port })}\n`);
+});
+process.on('disconnect', () => process.exit(0));
