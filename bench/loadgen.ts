@@ -9,7 +9,7 @@
 import net from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import { cpuDelta, cpuOf, peakKb, resetPeak, rssKb, sampleRss, type CpuSample } from './proc.js';
-import { DONE_EVENT, JSON_ANSWER, JSON_PATH, REQUEST_BODY, streamBodyBytes, streamPath, type StreamShape } from './shape.js';
+import { DONE_EVENT, JSON_ANSWER, JSON_PATH, JSON_REQUEST_BODY, REQUEST_BODY, streamBodyBytes, streamPath, type StreamShape } from './shape.js';
 
 /** Which processes to measure: the target's (one, or nginx's master and worker) and the fake upstream. */
 export interface Watch {
@@ -168,7 +168,7 @@ function once(pool: Pool, path: string, expectBytes: number, expectEnd: Buffer):
         path,
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: REQUEST_BODY,
+        body: path === JSON_PATH ? JSON_REQUEST_BODY : REQUEST_BODY,
       },
       new Measured(expectBytes, expectEnd, resolve),
     );

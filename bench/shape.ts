@@ -59,6 +59,8 @@ export function streamPath(shape: StreamShape): string {
 export const JSON_PATH = '/v1/chat/completions?json=1';
 
 export const REQUEST_BODY = JSON.stringify({ model: 'tiny.gguf', stream: true, messages: [{ role: 'user', content: 'Hi' }] });
+/** The non-stream request says so, as a real client's does: the proxy keeps such upstream connections alive. */
+export const JSON_REQUEST_BODY = JSON.stringify({ model: 'tiny.gguf', stream: false, messages: [{ role: 'user', content: 'Hi' }] });
 
 /** Parses what streamPath wrote; anything missing falls back to a short unpaced stream. */
 export function parseShape(query: URLSearchParams): StreamShape {
