@@ -16,7 +16,7 @@ export interface RunningProxy {
   url: string;
   /** Every JSON log line so far, parsed. */
   logs: LogLine[];
-  /** Resolves with the first log line matching, waiting up to `ms`. */
+  /** Resolves with the first log line matching (each line is offered once, in order), waiting up to `ms`. */
   waitForLog(match: (line: LogLine) => boolean, ms?: number): Promise<LogLine>;
   stop(): Promise<void>;
 }
@@ -50,13 +50,19 @@ function logCollector(): { logs: LogLine[]; feed(text: string): void; waitForLog
     },
     waitForLog(match, ms = 10_000) {
       return new Promise((resolve, reject) => {
+        // Each line is looked at once: a chatty child (llama-server logs every request) would make
+        // re-scanning the whole log per new line quadratic.
+        let next = 0;
         const check = (): boolean => {
-          const found = logs.find(match);
-          if (found === undefined) return false;
-          clearTimeout(timer);
-          waiters.delete(wake);
-          resolve(found);
-          return true;
+          for (; next < logs.length; next++) {
+            const line = logs[next] as LogLine;
+            if (!match(line)) continue;
+            clearTimeout(timer);
+            waiters.delete(wake);
+            resolve(line);
+            return true;
+          }
+          return false;
         };
         const wake = (): void => void check();
         const timer = setTimeout(() => {
