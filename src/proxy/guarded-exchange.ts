@@ -32,9 +32,17 @@ export interface ExchangeOptions {
   readonly onDone: (record: RequestRecord) => void;
   /** Shared by all exchanges: upstream bytes received, so the supervisor can tell busy from hung. */
   readonly progress: { bytes: number };
+  /**
+   * The upstream refused or dropped the connection before answering anything; true when the caller will
+   * send the request again itself.
+   */
+  readonly onUpstreamLost?: () => boolean;
 }
 
 type Phase = 'connecting' | 'verbatim' | 'holding' | 'streaming' | 'done';
+
+/** Failures before the upstream said anything: the request can go again without anyone seeing two answers. */
+const LOST_BEFORE_ANSWER = new Set(['upstream_unreachable', 'upstream_connection_lost']);
 
 /** Header that marks an answer whose status the proxy took from an in-band error. */
 export const REWRITTEN_HEADER = 'x-status-rewritten';
@@ -71,6 +79,11 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
       if (!res.writableFinished) this.#clientGone();
       this.#log();
     });
+  }
+
+  /** The client's response is decided (answered, streamed to the end, or abandoned). */
+  get settled(): boolean {
+    return this.#phase === 'done';
   }
 
   // ---- undici's hooks -------------------------------------------------------------------------------
@@ -165,6 +178,9 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     const failure = upstreamFailure(err);
     switch (this.#phase) {
       case 'connecting':
+        if (LOST_BEFORE_ANSWER.has(failure.code) && this.#opts.onUpstreamLost?.()) return;
+        this.#answer(ownError(failure.status, this.#opts.dialect, failure.message, failure.code));
+        return;
       case 'holding':
         this.#answer(ownError(failure.status, this.#opts.dialect, failure.message, failure.code));
         return;

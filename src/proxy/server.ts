@@ -173,6 +173,8 @@ export class ProxyServer {
       this.#passthroughRequest(req, res);
       return;
     }
+    let sent: Readable | Buffer | null = null;
+    let retried = false;
     const exchange = new GuardedExchange(req, res, {
       dialect,
       firstEventTimeoutMs: c.firstEventTimeoutMs,
@@ -184,11 +186,22 @@ export class ProxyServer {
         this.#guardedInFlight--;
         this.#done(record);
       },
+      onUpstreamLost: () => {
+        // Supervised: a refused or dropped connection before any answer means the child has just died
+        // and the supervisor may not have noticed yet. The client has seen nothing, so a body we still
+        // hold goes again, once, when the restarted child is ready: a slow answer instead of a 502. (A
+        // request that itself kills llama-server is thus tried twice, never more.)
+        if (!this.#opts.gateTraffic || retried || sent instanceof Readable) return false;
+        retried = true;
+        void this.#afterRestart(exchange, () => dispatch(sent));
+        return true;
+      },
     });
     this.#inFlight.add(exchange);
     this.#guardedInFlight++;
-    const dispatch = (payload: Readable | Buffer | null): boolean =>
-      this.#pool.dispatch(
+    const dispatch = (payload: Readable | Buffer | null): boolean => {
+      sent = payload;
+      return this.#pool.dispatch(
         {
           origin: this.#opts.upstream.origin,
           path: req.url ?? '/',
@@ -203,6 +216,7 @@ export class ProxyServer {
         },
         exchange,
       );
+    };
     // A small body (the usual chat request) is read whole first, so undici sends head and body in one
     // write instead of piping a stream; the client has sent it with its headers anyway.
     if (body === req && Number(req.headers['content-length']) <= SMALL_BODY) {
@@ -212,6 +226,15 @@ export class ProxyServer {
       return;
     }
     dispatch(body);
+  }
+
+  /** Waits for the supervisor to see the death and the restart, then sends again, or answers 503. */
+  async #afterRestart(exchange: GuardedExchange, resend: () => void): Promise<void> {
+    await new Promise((r) => setTimeout(r, CHILD_EXIT_NOTICE_MS));
+    const ready = await this.#opts.readiness.waitReady(this.#opts.config.readyWaitMs);
+    if (exchange.settled) return; // the client left meanwhile
+    if (ready && !this.#draining) resend();
+    else exchange.terminate(503, `llama-server is not ready (${this.#opts.readiness.state()}); retry later`, 'upstream_not_ready');
   }
 
   #passthroughRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -312,6 +335,9 @@ function asksForStream(body: Buffer): boolean {
   return STREAM_TRUE.test(body.toString('latin1'));
 }
 const STREAM_TRUE = /"stream"\s*:\s*true/;
+
+/** Time for the supervisor to learn of a child's exit (its process 'close' event) before we ask it. */
+const CHILD_EXIT_NOTICE_MS = 100;
 
 /** Bodies up to this size are read into memory before they go upstream. */
 const SMALL_BODY = 64 * 1024;
