@@ -9,6 +9,7 @@ import { findLlamaServer, LLAMA_SERVER_INSTALL_HINT } from '../../src/llama-serv
 import { ensureTinyModel } from '../../src/tiny-model/ensure.js';
 import { longContextModel } from './e2e.js';
 import { startProxyCli, type ChildProxy, type LogLine } from './proxy.js';
+import { sseData } from './e2e.js';
 
 export type { ChildProxy, LogLine };
 
@@ -242,19 +243,6 @@ export async function readStream(res: Response, onEvent: (events: number) => voi
     if (events > before) onEvent(events);
   }
   return { status: res.status, data: sseData(text) };
-}
-
-function sseData(text: string): string[] {
-  return text
-    .split('\n\n')
-    .filter((event) => event.trim() !== '')
-    .map((event) =>
-      event
-        .split('\n')
-        .filter((line) => line.startsWith('data: '))
-        .map((line) => line.slice('data: '.length))
-        .join('\n'),
-    );
 }
 
 // ---- processes ------------------------------------------------------------------------------------
