@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import type { Config } from '../config.js';
 import type { Logger, RequestRecord } from '../log.js';
-import { dialectOf, guardedDialect, OWN_PREFIX, pathOf } from '../routes.js';
+import { dialectOf, guardedDialect, OWN_PREFIX, pathOf, type Dialect } from '../routes.js';
 import { ownError } from '../error-response.js';
 import { BodyTooLargeError } from '../errors.js';
 import { GuardedExchange } from './guarded-exchange.js';
@@ -169,10 +169,13 @@ export class ProxyServer {
       return;
     }
     const dialect = guardedDialect(req.method ?? 'GET', req.url ?? '/');
-    if (dialect === undefined) {
-      this.#passthroughRequest(req, res);
-      return;
-    }
+    if (dialect === undefined) this.#passthroughRequest(req, res);
+    else this.#guard(req, res, dialect, body);
+  }
+
+  /** A completion request: a GuardedExchange per request, the body sent whole when it is small. */
+  #guard(req: IncomingMessage, res: ServerResponse, dialect: Dialect, body: Readable | null): void {
+    const c = this.#opts.config;
     let sent: Readable | Buffer | null = null;
     let retried = false;
     const exchange = new GuardedExchange(req, res, {
@@ -230,11 +233,15 @@ export class ProxyServer {
 
   /** Waits for the supervisor to see the death and the restart, then sends again, or answers 503. */
   async #afterRestart(exchange: GuardedExchange, resend: () => void): Promise<void> {
-    await new Promise((r) => setTimeout(r, CHILD_EXIT_NOTICE_MS));
-    const ready = await this.#opts.readiness.waitReady(this.#opts.config.readyWaitMs);
+    const readiness = this.#opts.readiness;
+    // The child's exit reaches the supervisor as a process event, soon but not at once on a busy machine.
+    // If it never leaves "ready", the connection was lost some other way, and it is sent again as it is.
+    const noticeBy = Date.now() + CHILD_EXIT_NOTICE_MS;
+    while (readiness.isReady() && Date.now() < noticeBy) await new Promise((r) => setTimeout(r, 20));
+    const ready = await readiness.waitReady(this.#opts.config.readyWaitMs);
     if (exchange.settled) return; // the client left meanwhile
     if (ready && !this.#draining) resend();
-    else exchange.terminate(503, `llama-server is not ready (${this.#opts.readiness.state()}); retry later`, 'upstream_not_ready');
+    else exchange.terminate(503, `llama-server is not ready (${readiness.state()}); retry later`, 'upstream_not_ready');
   }
 
   #passthroughRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -336,8 +343,8 @@ function asksForStream(body: Buffer): boolean {
 }
 const STREAM_TRUE = /"stream"\s*:\s*true/;
 
-/** Time for the supervisor to learn of a child's exit (its process 'close' event) before we ask it. */
-const CHILD_EXIT_NOTICE_MS = 100;
+/** Longest wait for the supervisor to learn of a child's exit (its process 'close' event). */
+const CHILD_EXIT_NOTICE_MS = 1000;
 
 /** Bodies up to this size are read into memory before they go upstream. */
 const SMALL_BODY = 64 * 1024;

