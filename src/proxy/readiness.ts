@@ -7,13 +7,6 @@ export interface Readiness {
   state(): string;
 }
 
-/** For tests and for a proxy whose upstream is someone else's business. */
-export const ALWAYS_READY: Readiness = {
-  isReady: () => true,
-  waitReady: () => Promise.resolve(true),
-  state: () => 'ready',
-};
-
 /** Requests parked until the upstream's state changes, each with its own deadline. */
 export class ReadyWaiters {
   readonly #wakers = new Set<() => void>();
