@@ -1,17 +1,11 @@
 // A client that gives up mid-stream must free llama-server's slot: the proxy has to pass the disconnect
 // on, or the slot keeps generating tokens nobody reads.
 import t from 'tap';
-import { isRequestLine, longContextModel, sleep, startStack } from '../helpers/e2e.js';
+import { isRequestLine, LONG_GENERATION, longContextModel, sleep, startStack } from '../helpers/e2e.js';
 
-// On the 32k-context model these tokens would take minutes, so an idle slot soon after the abort can
+// On the 32k-context model LONG_GENERATION takes minutes, so an idle slot soon after the abort can
 // only mean the generation was cancelled.
-const REQUEST = {
-  model: 'tiny',
-  messages: [{ role: 'user' as const, content: 'hello' }],
-  max_tokens: 20_000,
-  ignore_eos: true,
-  stream: true as const,
-};
+const REQUEST = LONG_GENERATION;
 const CHUNKS_BEFORE_ABORT = 5;
 const IDLE_WITHIN_MS = 2_000; // the spec's bound
 const POLL_MS = 50;

@@ -2,16 +2,9 @@
 // the answer is incomplete: the proxy ends the stream with an error frame instead of a silent stop.
 import t from 'tap';
 import OpenAI from 'openai';
-import { longContextModel, post, sseData, startStack } from '../helpers/e2e.js';
+import { LONG_GENERATION, longContextModel, post, sseData, startStack } from '../helpers/e2e.js';
 
-// Long enough that llama-server is still generating when it is killed.
-const REQUEST = {
-  model: 'tiny',
-  messages: [{ role: 'user' as const, content: 'hello' }],
-  max_tokens: 20_000,
-  ignore_eos: true,
-  stream: true as const,
-};
+const REQUEST = LONG_GENERATION;
 const CHUNKS_BEFORE_KILL = 5;
 const BROKE_OFF =
   '{"error":{"code":"upstream_connection_lost","message":"the stream from llama-server broke off: llama-server closed the connection unexpectedly","type":"server_error"}}';

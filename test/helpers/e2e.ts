@@ -57,6 +57,18 @@ export function longContextModel(): string {
 }
 
 /** Far over 256 tokens: the tiny vocabulary turns most characters into a token of their own. */
+/**
+ * A chat stream that runs for minutes on the 32k-context tiny model (longContextModel()): whatever cuts it
+ * short (a client abort, a killed llama-server) does so while llama-server is still generating.
+ */
+export const LONG_GENERATION = {
+  model: 'tiny',
+  messages: [{ role: 'user' as const, content: 'hello' }],
+  max_tokens: 20_000,
+  ignore_eos: true,
+  stream: true as const,
+};
+
 export const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(12);
 
 export async function post(baseUrl: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {

@@ -58,6 +58,14 @@ export interface FakeUpstream {
   close(): Promise<void>;
 }
 
+/** Listens on 127.0.0.1 on a free port and resolves with it. */
+export function listenOnLoopback(server: net.Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port));
+  });
+}
+
 // ---- serialisation -------------------------------------------------------------------
 
 function serializeHead(fx: UpstreamFixture): Buffer {
@@ -472,11 +480,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await listenOnLoopback(server);
 
   return {
     url: `http://127.0.0.1:${port}`,

@@ -1,6 +1,7 @@
 // An upstream that ends each exchange with a TCP reset (RST), which the fake upstream cannot send: its
 // 'destroy' closes with a FIN. Both must end the same way for the client.
 import net from 'node:net';
+import { listenOnLoopback } from '../../helpers/fake-upstream.js';
 
 export interface RstUpstream {
   url: string;
@@ -42,11 +43,7 @@ export async function startRstUpstream(plan: (headers: Record<string, string>) =
       socket.write(Buffer.alloc(0), () => socket.resetAndDestroy());
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}`,
     port,
@@ -60,8 +57,7 @@ export async function startRstUpstream(plan: (headers: Record<string, string>) =
 /** A loopback port with nothing listening on it: connecting is refused. */
 export async function deadPort(): Promise<number> {
   const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as net.AddressInfo).port;
+  const port = await listenOnLoopback(server);
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
