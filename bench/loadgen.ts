@@ -24,6 +24,11 @@ export interface LoadJob {
   readonly shape: StreamShape;
   /** Requests in flight at once, each on its own connection. */
   readonly concurrency: number;
+  /**
+   * A new connection for every request, as a client talking to llama-server directly needs for streams:
+   * the server closes each one after the stream, and a request sent in that moment is lost.
+   */
+  readonly freshConnections: boolean;
   /** Go on starting requests until this much wall time has passed… */
   readonly minMs: number;
   /** …and until at least this many have finished. */
@@ -161,7 +166,7 @@ class Measured implements Dispatcher.DispatchHandler {
   }
 }
 
-function once(pool: Pool, path: string, expectBytes: number, expectEnd: Buffer): Promise<Outcome> {
+function once(pool: Pool, path: string, expectBytes: number, expectEnd: Buffer, fresh: boolean): Promise<Outcome> {
   return new Promise((resolve) => {
     pool.dispatch(
       {
@@ -169,6 +174,7 @@ function once(pool: Pool, path: string, expectBytes: number, expectEnd: Buffer):
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: path === JSON_PATH ? JSON_REQUEST_BODY : REQUEST_BODY,
+        reset: fresh,
       },
       new Measured(expectBytes, expectEnd, resolve),
     );
@@ -192,9 +198,11 @@ async function runLoad(job: LoadJob): Promise<LoadResult> {
   const events = json ? 1 : job.shape.events;
 
   // Warm-up, unmeasured: every connection of the pool open and used once.
-  const warmPath = json ? JSON_PATH : streamPath({ events: 4, size: job.shape.size, paceMs: 0 });
-  const warmBytes = json ? expectBytes : streamBodyBytes({ events: 4, size: job.shape.size, paceMs: 0 });
-  await Promise.all(Array.from({ length: job.concurrency }, () => once(pool, warmPath, warmBytes, expectEnd)));
+  const warmShape: StreamShape = { ...job.shape, events: 4, paceMs: 0 };
+  const warmPath = json ? JSON_PATH : streamPath(warmShape);
+  const warmBytes = json ? expectBytes : streamBodyBytes(warmShape);
+  const fresh = job.freshConnections;
+  await Promise.all(Array.from({ length: job.concurrency }, () => once(pool, warmPath, warmBytes, expectEnd, fresh)));
 
   const peakReset = job.watch.target.every(resetPeak);
   const sampler = sampleRss(job.watch.target, 50);
@@ -212,7 +220,7 @@ async function runLoad(job: LoadJob): Promise<LoadResult> {
     if (job.staggerMs > 0) await new Promise((r) => setTimeout(r, (index * job.staggerMs) / job.concurrency));
     while (performance.now() < deadline || begun < job.minRequests) {
       begun++;
-      const o = await once(pool, path, expectBytes, expectEnd);
+      const o = await once(pool, path, expectBytes, expectEnd, fresh);
       bytes += o.bytes;
       if (o.ok) {
         ok++;

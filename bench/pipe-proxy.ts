@@ -3,6 +3,10 @@
  * piped up, the response piped down, no header hygiene, no reading of the body. Whatever
  * llama-status-proxy costs above this is the price of its guard.
  *
+ * One thing it must do to work at all in front of llama-server: not reuse the connection of an event
+ * stream, which the server closes right after it (bench/upstream.ts). With reuse, about half of
+ * back-to-back streams went out on a closing socket and failed.
+ *
  * Usage: node dist/bench/pipe-proxy.js <upstream-url>   (port from BENCH_PORT, else a free one; reported on IPC)
  */
 import http from 'node:http';
@@ -22,6 +26,7 @@ const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (r
       agent,
     },
     (upRes) => {
+      if (upRes.headers['content-type']?.startsWith('text/event-stream')) up.shouldKeepAlive = false;
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
       upRes.pipe(res);
     },

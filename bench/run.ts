@@ -10,8 +10,8 @@
  *   --targets direct,proxy,pipe,nginx,http-proxy-3   which targets (default: the first four; nginx if found)
  *   --variant 'name=[node flags] path/to/bin.js [args]'  another build or setting of llama-status-proxy
  *   --rounds 3 --cell-ms 1500                        rounds of the main scenarios; wall time per cell
- *   --sections main,memory,scaling,backpressure      which parts to run
- *   --scenarios 1x2000,32x200,64x50p,json,ttfb       which main scenarios
+ *   --sections main,memory,scaling,backpressure,startup  which parts to run
+ *   --scenarios 1x2000,32x200,64x50p,json,ttfb,ttfb-ka which main scenarios
  *   --log-level warn                                 llama-status-proxy's log level
  *   --wait-quiet                                     first wait (≤ 20 min) for a 1-minute load average < 0.3
  *   --quick                                          short cells and one round, for trying things out
@@ -42,7 +42,7 @@ const { values: opts } = parseArgs({
     variant: { type: 'string', multiple: true, default: [] },
     rounds: { type: 'string' },
     'cell-ms': { type: 'string' },
-    sections: { type: 'string', default: 'main,memory,scaling,backpressure' },
+    sections: { type: 'string', default: 'main,memory,scaling,backpressure,startup' },
     scenarios: { type: 'string' },
     'log-level': { type: 'string', default: 'warn' },
     'wait-quiet': { type: 'boolean', default: false },
@@ -81,7 +81,23 @@ const SCENARIOS: readonly Scenario[] = [
   { id: '64x50p', title: '64 concurrent streams × 50 events, 5 ms per token (starts spread over 250 ms)', kind: 'streams', shape: { events: 50, size: SMALL, paceMs: 5 }, concurrency: 64, minRequests: 64 },
   { id: 'json', title: 'sequential non-stream requests (at least 200)', kind: 'json', shape: { events: 1, size: SMALL, paceMs: 0 }, concurrency: 1, minRequests: 200 },
   { id: 'ttfb', title: 'one connection, sequential short streams (4 events): time to first byte', kind: 'streams', shape: { events: 4, size: SMALL, paceMs: 0 }, concurrency: 1, minRequests: 200 },
+  {
+    id: 'ttfb-ka',
+    title: 'the same, from an upstream that keeps connections open after a stream (llama-server does not)',
+    kind: 'streams',
+    shape: { events: 4, size: SMALL, paceMs: 0, keepAlive: true },
+    concurrency: 1,
+    minRequests: 200,
+  },
 ];
+
+/**
+ * Only a client talking to llama-server itself opens a connection per stream (the server closes it after
+ * the stream); in front of a proxy it keeps one, and the proxy deals with the upstream's connections.
+ */
+function freshConnections(target: Target, kind: Scenario['kind'], shape: StreamShape): boolean {
+  return target.kind === 'direct' && kind === 'streams' && shape.keepAlive !== true;
+}
 
 /** Paced streams start spread over one stream's length, as independent clients would; unpaced ones at once. */
 function staggerOf(shape: StreamShape): number {
@@ -164,6 +180,33 @@ async function startLsp(name: string, bin: string, extra: string[], upstream: st
   const origin = `http://127.0.0.1:${port}`;
   await waitLive(origin, child, () => stderr);
   return { name, kind: 'lsp', origin, pids: [child.pid ?? 0], stop: () => stopChild(child) };
+}
+
+/** Start-up runs of the CLI; the median and the slowest are reported. */
+const STARTUP_RUNS = 7;
+
+/**
+ * Milliseconds from spawning the CLI (sidecar mode, as users start it) to its 'listening' log line, i.e.
+ * until it accepts requests. Node's own start-up is included; that is what a restart costs.
+ */
+async function startupMs(bin: string, upstream: string): Promise<number> {
+  const port = await freePort();
+  const started = performance.now();
+  const child = spawn(process.execPath, [bin, '--upstream', upstream, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout?.setEncoding('utf8').on('data', (t: string) => {
+        out += t;
+        if (out.includes('"msg":"listening"')) resolve(performance.now() - started);
+      });
+      child.once('exit', (code) => reject(new Error(`llama-status-proxy exited (${code}) before listening`)));
+    });
+  } finally {
+    await stopChild(child);
+  }
 }
 
 interface TargetSpec {
@@ -389,6 +432,7 @@ async function main(): Promise<void> {
               origin: target.origin,
               shape: s.shape,
               concurrency: s.concurrency,
+              freshConnections: freshConnections(target, s.kind, s.shape),
               minMs: round === 0 ? WARM_UP_MS : cellMs,
               minRequests: round === 0 ? s.concurrency : s.minRequests,
               staggerMs: staggerOf(s.shape),
@@ -417,6 +461,7 @@ async function main(): Promise<void> {
             origin: target.origin,
             shape: p64.shape,
             concurrency: p64.concurrency,
+            freshConnections: false,
             minMs: cellMs,
             minRequests: p64.minRequests,
             staggerMs: staggerOf(p64.shape),
@@ -444,6 +489,7 @@ async function main(): Promise<void> {
                 origin: target.origin,
                 shape: SCALING_SHAPE(size),
                 concurrency,
+                freshConnections: false,
                 minMs: cellMs,
                 minRequests: concurrency,
                 staggerMs: staggerOf(SCALING_SHAPE(size)),
@@ -486,6 +532,13 @@ async function main(): Promise<void> {
       }
     }
 
+    const startup: number[] = [];
+    if (sections.has('startup')) {
+      const bin = join(root, 'bin', 'llama-status-proxy.js');
+      for (let i = 0; i < STARTUP_RUNS; i++) startup.push(await startupMs(bin, upstreamOrigin));
+      progress(`[startup] ${startup.map((ms) => fmt(ms, 0)).join(', ')} ms`);
+    }
+
     const elapsedS = (performance.now() - t0) / 1000;
     const loadAfter = readFileSync('/proc/loadavg', 'utf8').trim();
     const report = render({
@@ -501,6 +554,7 @@ async function main(): Promise<void> {
       memory,
       scaling,
       backpressure,
+      startup,
     });
     process.stdout.write(report.markdown);
     const jsonPath = opts.json ?? join(root, '.cache', 'bench', `bench-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
@@ -529,7 +583,12 @@ interface ReportInput {
   memory: Array<{ target: string; idleMiB: number; peakMiB: number; failed: number }>;
   scaling: Array<{ size: number; concurrency: number; target: string; cpuUsPerEvent: number; statUsPerEvent: number; peakRssMiB: number; events: number; failed: number }>;
   backpressure: Array<{ target: string; bytesRead: number; rss: Array<[number, number]> }>;
+  /** Milliseconds from spawn to listening, one per run. */
+  startup: number[];
 }
+
+/** The start-up bound of the CLI (issue #2). */
+const STARTUP_LIMIT_MS = 2000;
 
 /** RSS after the first second vs. the rest: a proxy that buffers grows by what the upstream can push. */
 const BACKPRESSURE_GROWTH_LIMIT_MIB = 8;
@@ -651,6 +710,14 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     out.push('');
   }
 
+  if (input.startup.length > 0) {
+    const sorted = sortedCopy(input.startup);
+    out.push('## Start-up: spawn to listening (sidecar mode, Node start included)');
+    out.push('');
+    out.push(table(['runs', 'median ms', 'slowest ms'], [[String(sorted.length), fmt(percentile(sorted, 50), 0), fmt(sorted[sorted.length - 1] ?? Number.NaN, 0)]]));
+    out.push('');
+  }
+
   // ---- targets ----
   const verdicts: Array<{ build: string; target: string; value: string; pass: boolean | undefined }> = [];
   const get = (scenario: string, target: string): Summary | undefined => summaries.get(scenario)?.get(target);
@@ -674,6 +741,12 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
       const addedUs = (tt.ttfbP50Ms - ttDirect.ttfbP50Ms) * 1000;
       verdicts.push({ build: lsp.name, target: 'TTFB p50 added over direct, one connection ≤ 100 µs', value: `${fmt(addedUs, 0)} µs`, pass: addedUs <= 100 });
     }
+    const ka = get('ttfb-ka', lsp.name);
+    const kaDirect = directName ? get('ttfb-ka', directName) : undefined;
+    if (ka && kaDirect) {
+      const addedUs = (ka.ttfbP50Ms - kaDirect.ttfbP50Ms) * 1000;
+      verdicts.push({ build: lsp.name, target: 'the same, upstream keeping stream connections open (not llama-server)', value: `${fmt(addedUs, 0)} µs`, pass: addedUs <= 100 });
+    }
     const p64 = get('64x50p', lsp.name);
     const p64Direct = directName ? get('64x50p', directName) : undefined;
     if (p64 && p64Direct) {
@@ -691,6 +764,10 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     }
     const bp = bpVerdicts.get(lsp.name);
     if (bp) verdicts.push({ build: lsp.name, target: `slow client: RSS grows < ${BACKPRESSURE_GROWTH_LIMIT_MIB} MiB after the first second`, value: `${fmt(bp.growthMiB, 1)} MiB`, pass: bp.pass });
+  }
+  const slowestStart = input.startup.length > 0 ? Math.max(...input.startup) : undefined;
+  if (slowestStart !== undefined) {
+    verdicts.push({ build: 'llama-status-proxy', target: `start-up, spawn to listening < ${STARTUP_LIMIT_MS / 1000} s (slowest run)`, value: `${fmt(slowestStart, 0)} ms`, pass: slowestStart < STARTUP_LIMIT_MS });
   }
   if (verdicts.length > 0) {
     out.push('## Targets');
@@ -721,6 +798,7 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     memory: input.memory,
     scaling: input.scaling,
     backpressure: input.backpressure,
+    startup: input.startup,
     verdicts,
   };
   return { markdown: out.join('\n'), data };

@@ -11,6 +11,12 @@ export interface StreamShape {
   readonly size: number;
   /** Milliseconds between two content events; 0 writes them as fast as the socket takes them. */
   readonly paceMs: number;
+  /**
+   * Keep the connection open after the stream. llama-server does not: it closes every connection ~2 ms
+   * after a stream's last byte (b11669 REPORT.md, "Successful streams"), so that is the default here;
+   * `true` models some other server, for the cost of the proxy's fresh connection per stream.
+   */
+  readonly keepAlive?: boolean;
 }
 
 const CREATED = 1764000000;
@@ -53,7 +59,7 @@ export const JSON_ANSWER = JSON.stringify({
 
 /** The request target that asks the fake upstream for this shape (the query survives every proxy). */
 export function streamPath(shape: StreamShape): string {
-  return `/v1/chat/completions?n=${shape.events}&size=${shape.size}&pace=${shape.paceMs}`;
+  return `/v1/chat/completions?n=${shape.events}&size=${shape.size}&pace=${shape.paceMs}${shape.keepAlive ? '&keepalive=1' : ''}`;
 }
 
 export const JSON_PATH = '/v1/chat/completions?json=1';
@@ -68,5 +74,5 @@ export function parseShape(query: URLSearchParams): StreamShape {
     const v = Number(query.get(name));
     return Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback;
   };
-  return { events: Math.max(4, int('n', 4)), size: int('size', 250), paceMs: int('pace', 0) };
+  return { events: Math.max(4, int('n', 4)), size: int('size', 250), paceMs: int('pace', 0), keepAlive: query.has('keepalive') };
 }

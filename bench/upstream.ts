@@ -3,6 +3,9 @@
  * that per event it costs one socket write and nothing else. Each SSE event is its own write and its own
  * HTTP chunk, as llama-server sends them. The shape of a stream is asked for in the query (shape.ts).
  *
+ * Like llama-server, it closes the connection a moment after each stream (see CLOSE_AFTER_STREAM_MS) and
+ * keeps it open after a non-stream answer.
+ *
  * Paced streams share one timer per pace: llama-server decodes all slots in one batch, so the tokens of
  * concurrent streams leave at the same moments; one timer also keeps this process cheap at 256 streams.
  */
@@ -26,6 +29,11 @@ const HEALTH_RESPONSE = Buffer.from(
   `HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${HEALTH_BODY.length}\r\n\r\n${HEALTH_BODY}`,
 );
 const TERMINATOR = Buffer.from('0\r\n\r\n');
+/**
+ * llama-server b11669 sends FIN about 2 ms after a stream's `0\r\n\r\n` (measured on a loopback socket,
+ * with or without a next request waiting) and never answers a request that arrives in between.
+ */
+const CLOSE_AFTER_STREAM_MS = 2;
 
 function frame(text: string): Buffer {
   const body = Buffer.from(text);
@@ -71,7 +79,7 @@ class Stream {
     sock.write(DONE);
     // The end of the body is its own write too, as llama-server's chunked encoder does it.
     const ok = sock.write(TERMINATOR);
-    this.conn.responseDone();
+    this.conn.responseDone(this.shape.keepAlive === true);
     return ok;
   }
 
@@ -134,9 +142,14 @@ class Connection {
     });
   }
 
-  responseDone(): void {
-    this.#busy = false;
+  responseDone(keepAlive: boolean): void {
     this.#stream = undefined;
+    if (!keepAlive) {
+      // #busy stays set: whatever arrives before the close is never read, as with llama-server.
+      setTimeout(() => this.socket.end(), CLOSE_AFTER_STREAM_MS);
+      return;
+    }
+    this.#busy = false;
     // A request that arrived while this response was going out is answered now.
     if (this.#buf.length > 0) queueMicrotask(() => this.#parse());
   }

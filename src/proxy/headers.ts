@@ -11,16 +11,19 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 export type FlatHeaders = string[];
 
 /** The hop-by-hop names of one message: the fixed list plus what its Connection header names. */
-export function hopByHopNames(raw: ReadonlyArray<string>): Set<string> {
-  const named = new Set<string>(HOP_BY_HOP);
+export function hopByHopNames(raw: ReadonlyArray<string>): ReadonlySet<string> {
+  // Most messages have no Connection header (or only `keep-alive`): share the fixed set, allocate nothing.
+  let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]?.toLowerCase() !== 'connection') continue;
     for (const token of (raw[i + 1] ?? '').split(',')) {
       const name = token.trim().toLowerCase();
-      if (name !== '') named.add(name);
+      if (name === '' || HOP_BY_HOP.has(name)) continue;
+      named ??= new Set(HOP_BY_HOP);
+      named.add(name);
     }
   }
-  return named;
+  return named ?? HOP_BY_HOP;
 }
 
 /** The end-to-end headers of a raw list; `drop` names (lower case) are removed too. */
