@@ -2,6 +2,8 @@
  * The command line: commander collects the raw values, config.ts validates them, app.ts runs. Exit codes:
  * 0 after a clean shutdown, 2 for a bad configuration, 1 for anything else (a crash loop included).
  */
+// First: it sets V8 flags that must hold before the other modules load (see the module).
+import { capYoungGeneration } from './v8-memory.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -85,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const log = createLogger(config.logLevel);
   const app = await startApp(config, log);
+  capYoungGeneration();
   return await new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

@@ -359,6 +359,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     if (this.#logged) return;
     this.#logged = true;
     clearTimeout(this.#holdTimer);
+    this.#relay?.release(); // the response is over: nothing reads the stream's tail any more
     const record = this.#record;
     if (record.clientAbort) record.status = 499;
     record.durationMs = Math.round(performance.now() - this.#startedAt);

@@ -6,7 +6,6 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { Pool } from 'undici';
 import type { Config } from '../config.js';
 import type { Logger, RequestRecord } from '../log.js';
 import { dialectOf, guardedDialect, OWN_PREFIX, pathOf, type Dialect } from '../routes.js';
@@ -19,6 +18,7 @@ import { sendAnswer, sendJson } from './answer.js';
 import type { Readiness } from './readiness.js';
 import { Metrics } from '../metrics.js';
 import { createKeyCheck, type KeyCheck } from './api-key.js';
+import { Pool } from './undici-pool.js';
 
 export interface ProxyServerOptions {
   readonly config: Config;

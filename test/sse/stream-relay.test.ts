@@ -61,3 +61,37 @@ t.test('backpressure is reported', async (t) => {
   const relay = new StreamRelay({ write: () => false }, { tailBytes: 1024 });
   t.equal(relay.write(Buffer.from(CHUNK)), false);
 });
+
+t.test('the end check keeps the last bytes however long the stream and however it is cut', async (t) => {
+  // The window is a ring that grows and wraps: pieces smaller and larger than it, many times its size.
+  let seed = 7;
+  const next = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  const tokens = Array.from({ length: 300 }, (_, i) => `data: {"choices":[{"delta":{"content":"${'t'.repeat(next(40))}${i}"}}]}\n\n`).join('');
+  const big = `data: {"content":"","stop":true,"prompt":"${'x'.repeat(700)}"}\n\n`;
+  const endings: Array<[string, 'done' | 'error' | 'unfinished']> = [
+    ['data: [DONE]\n\n', 'done'],
+    ['data: {"error":{"code":500,"message":"boom","type":"server_error"}}\n\n', 'error'],
+    ['data: {"choices":[{"delta":{"content":"x"},"finish_reason":null}]}\n\n', 'unfinished'],
+    ['data: {"choices":[{"delta":{"cont', 'unfinished'],
+    [big, 'done'], // larger than the window: unreadable, taken as a proper ending
+  ];
+  for (const tailBytes of [256, 500, 4096]) {
+    for (const [ending, want] of endings) {
+      const bytes = Buffer.from(tokens + ending);
+      for (let trial = 0; trial < 20; trial++) {
+        const relay = new StreamRelay({ write: () => true }, { tailBytes });
+        for (let pos = 0; pos < bytes.length; ) {
+          const size = 1 + next(trial % 2 === 0 ? 64 : tailBytes * 2);
+          relay.write(bytes.subarray(pos, pos + size));
+          pos += size;
+        }
+        relay.flush();
+        if (relay.ending() !== want) t.fail(`window ${tailBytes}, ending ${JSON.stringify(ending.slice(0, 30))}: ${relay.ending()}, want ${want}`);
+      }
+    }
+  }
+  t.pass('every cut');
+});
