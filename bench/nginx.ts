@@ -47,7 +47,10 @@ http {
   access_log off;
   client_body_temp_path ${join(dir, 'body')};
   proxy_temp_path ${join(dir, 'proxy')};
-  upstream llama { server 127.0.0.1:${upstreamPort}; keepalive 512; keepalive_requests 1000000; }
+  # No upstream keepalive: nginx would send the next request on a stream's connection, which llama-server
+  # closes right after the stream; against the real b11669, 2 of 20 back-to-back streams got a 502
+  # ("upstream prematurely closed connection"), here all of them. So nginx connects per request.
+  upstream llama { server 127.0.0.1:${upstreamPort}; }
   server {
     listen 127.0.0.1:${port};
     keepalive_timeout 120s;
@@ -55,7 +58,6 @@ http {
     location / {
       proxy_pass http://llama;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
       proxy_buffering off;
       proxy_request_buffering off;
       proxy_read_timeout 300s;

@@ -747,6 +747,12 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
       const addedUs = (ka.ttfbP50Ms - kaDirect.ttfbP50Ms) * 1000;
       verdicts.push({ build: lsp.name, target: 'the same, upstream keeping stream connections open (not llama-server)', value: `${fmt(addedUs, 0)} µs`, pass: addedUs <= 100 });
     }
+    const js = get('json', lsp.name);
+    const jsDirect = directName ? get('json', directName) : undefined;
+    if (js && jsDirect) {
+      const addedUs = (js.ttfbP50Ms - jsDirect.ttfbP50Ms) * 1000;
+      verdicts.push({ build: lsp.name, target: 'the same, non-stream requests (llama-server keeps those connections open)', value: `${fmt(addedUs, 0)} µs`, pass: addedUs <= 100 });
+    }
     const p64 = get('64x50p', lsp.name);
     const p64Direct = directName ? get('64x50p', directName) : undefined;
     if (p64 && p64Direct) {
