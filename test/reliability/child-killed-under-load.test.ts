@@ -151,7 +151,13 @@ t.test(`the child killed ${KILLS} times under load`, async (t) => {
   t.equal(counts.unexpected, 0, 'no unexpected outcome', { examples: unexpected });
   // A request that meets the dead child before the supervisor noticed goes again once the new child is
   // ready; without that, every kill cost ~5 of these clients a 502 (80–115 per run on a quiet machine).
-  t.ok(counts.badGateway502 <= 2 * KILLS, `502s stay rare: ${counts.badGateway502} for ${KILLS} kills`);
+  // A 502 after llama-server had sent its headers (it died during the hold) is the honest answer and is
+  // never retried; how many kills land there depends on the machine's speed, so only the others are bounded.
+  const gateway = proxy.logs.filter((l) => l.msg === 'request' && l.status === 502);
+  const beforeAnswer = gateway.filter((l) => l.upstreamStatus === undefined).length;
+  t.comment(`502s: ${beforeAnswer} before llama-server answered, ${gateway.length - beforeAnswer} during the hold`);
+  t.equal(gateway.length, counts.badGateway502, "every 502 the clients saw is in the proxy's log");
+  t.ok(beforeAnswer <= KILLS, `502s before any answer stay rare: ${beforeAnswer} for ${KILLS} kills`);
   t.ok(counts.done > 0, 'streams completed between the kills');
 
   t.equal(proxy.child.exitCode, null, 'the proxy is still running');
