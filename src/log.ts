@@ -43,6 +43,8 @@ export interface RequestRecord {
   midStreamError?: string;
   /** The upstream's own stream ended in an error after the commit (the client saw it in the stream). */
   inBandAfterCommit?: boolean;
+  /** Sent again once because the supervised llama-server was lost before it answered anything. */
+  retried?: boolean;
   durationMs: number;
   bytesOut: number;
   clientAbort?: boolean;

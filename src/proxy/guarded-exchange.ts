@@ -178,7 +178,10 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     const failure = upstreamFailure(err);
     switch (this.#phase) {
       case 'connecting':
-        if (LOST_BEFORE_ANSWER.has(failure.code) && this.#opts.onUpstreamLost?.()) return;
+        if (LOST_BEFORE_ANSWER.has(failure.code) && this.#opts.onUpstreamLost?.()) {
+          this.#record.retried = true;
+          return;
+        }
         this.#answer(ownError(failure.status, this.#opts.dialect, failure.message, failure.code));
         return;
       case 'holding':

@@ -149,15 +149,19 @@ t.test(`the child killed ${KILLS} times under load`, async (t) => {
   t.comment(`${total} requests: ${JSON.stringify(counts)}`);
   t.equal(counts.hung, 0, 'no request hung');
   t.equal(counts.unexpected, 0, 'no unexpected outcome', { examples: unexpected });
-  // A request that meets the dead child before the supervisor noticed goes again once the new child is
-  // ready; without that, every kill cost ~5 of these clients a 502 (80–115 per run on a quiet machine).
-  // A 502 after llama-server had sent its headers (it died during the hold) is the honest answer and is
-  // never retried; how many kills land there depends on the machine's speed, so only the others are bounded.
+  // A request that meets the dead child before the supervisor noticed goes again once, when the new child
+  // is ready; without that, every kill cost ~5 of these clients a 502 (80–115 per run on a quiet machine).
+  // A 502 is still right for a request lost twice (the new child killed before it answered: on a loaded
+  // machine a prompt can take longer than the 150–350 ms between ready and kill) and for one that
+  // llama-server had answered before it died (during the hold). How many kills land there depends on the
+  // machine's speed; what must hold is that no request lost before an answer got a 502 without a retry.
   const gateway = proxy.logs.filter((l) => l.msg === 'request' && l.status === 502);
-  const beforeAnswer = gateway.filter((l) => l.upstreamStatus === undefined).length;
-  t.comment(`502s: ${beforeAnswer} before llama-server answered, ${gateway.length - beforeAnswer} during the hold`);
+  const beforeAnswer = gateway.filter((l) => l.upstreamStatus === undefined);
+  const notRetried = beforeAnswer.filter((l) => l.retried !== true);
+  t.comment(`502s: ${gateway.length - beforeAnswer.length} during the hold, ${beforeAnswer.length} before an answer (each sent again once)`);
   t.equal(gateway.length, counts.badGateway502, "every 502 the clients saw is in the proxy's log");
-  t.ok(beforeAnswer <= KILLS, `502s before any answer stay rare: ${beforeAnswer} for ${KILLS} kills`);
+  t.equal(notRetried.length, 0, 'every request lost before an answer was sent again before it got a 502', { examples: notRetried.slice(0, 3) });
+  t.ok(proxy.logs.some((l) => l.msg === 'request' && l.retried === true && l.status === 200), 'retried requests were served');
   t.ok(counts.done > 0, 'streams completed between the kills');
 
   t.equal(proxy.child.exitCode, null, 'the proxy is still running');
