@@ -6,12 +6,18 @@
  * Usage: node dist/bench/http-proxy-3-proxy.js <upstream-url>   (port on IPC)
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenAndReport } from './report-port.js';
 import { createProxyServer } from 'http-proxy-3';
 
 const upstream = new URL(process.argv[2] ?? 'http://127.0.0.1:8081');
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 const proxy = createProxyServer({ target: upstream.origin, agent, changeOrigin: true, xfwd: true });
+// As in pipe-proxy.ts: an event stream's socket is not reused, since llama-server closes it right after.
+proxy.on('proxyReq', (proxyReq) => {
+  proxyReq.once('response', (proxyRes: http.IncomingMessage) => {
+    if (proxyRes.headers['content-type']?.startsWith('text/event-stream')) proxyReq.shouldKeepAlive = false;
+  });
+});
 
 const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
   proxy.web(req, res, {}, () => {
@@ -21,9 +27,4 @@ const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (r
 });
 server.timeout = 0;
 
-server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () => {
-  const { port } = server.address() as AddressInfo;
-  if (process.send) process.send({ port });
-  else process.stdout.write(`${JSON.stringify({ port })}\n`);
-});
-process.on('disconnect', () => process.exit(0));
+listenAndReport(server, process.env.BENCH_PORT);

@@ -10,7 +10,7 @@
  * Usage: node dist/bench/pipe-proxy.js <upstream-url>   (port from BENCH_PORT, else a free one; reported on IPC)
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenAndReport } from './report-port.js';
 
 const upstream = new URL(process.argv[2] ?? 'http://127.0.0.1:8081');
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
@@ -43,9 +43,4 @@ const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (r
 });
 server.timeout = 0;
 
-server.listen(Number(process.env.BENCH_PORT ?? 0), '127.0.0.1', () => {
-  const { port } = server.address() as AddressInfo;
-  if (process.send) process.send({ port });
-  else process.stdout.write(`${JSON.stringify({ port })}\n`);
-});
-process.on('disconnect', () => process.exit(0));
+listenAndReport(server, process.env.BENCH_PORT);

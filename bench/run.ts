@@ -19,7 +19,6 @@
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +29,7 @@ import { findNginx, startNginx } from './nginx.js';
 import { fmt, percentile, sortedCopy, table } from './stats.js';
 import { rssKb } from './proc.js';
 import type { StreamShape } from './shape.js';
+import { freePort } from '../src/free-port.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -122,17 +122,6 @@ interface Target {
   /** The processes whose CPU and memory count for this target (none for direct). */
   readonly pids: number[];
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** A Node child of ours that reports its port over IPC. */

@@ -10,6 +10,7 @@
  * concurrent streams leave at the same moments; one timer also keeps this process cheap at 256 streams.
  */
 import net from 'node:net';
+import { listenAndReport } from './report-port.js';
 import { contentEvent, DONE_EVENT, FINISH_EVENT, JSON_ANSWER, parseShape, ROLE_EVENT, type StreamShape } from './shape.js';
 
 const SSE_HEAD = Buffer.from(
@@ -189,9 +190,4 @@ class Connection {
 }
 
 const server = net.createServer({ noDelay: true }, (socket) => new Connection(socket));
-server.listen(Number(process.env.BENCH_UPSTREAM_PORT ?? 0), '127.0.0.1', () => {
-  const address = server.address() as net.AddressInfo;
-  if (process.send) process.send({ port: address.port });
-  else process.stdout.write(`${JSON.stringify({ port: address.port })}\n`);
-});
-process.on('disconnect', () => process.exit(0));
+listenAndReport(server, process.env.BENCH_UPSTREAM_PORT);

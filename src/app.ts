@@ -2,13 +2,14 @@
  * Wiring: from a validated Config to a listening proxy, in sidecar mode (someone else runs llama-server)
  * or supervised mode (llama-server is our child).
  */
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { ProxyServer } from './proxy/server.js';
 import { SidecarReadiness } from './sidecar-readiness.js';
 import { Supervisor } from './supervisor/supervisor.js';
 import { rewriteChildCommandLine } from './supervisor/command-line.js';
+import { freePort } from './free-port.js';
 
 export interface App {
   readonly url: URL;
@@ -108,16 +109,4 @@ async function startSupervised(config: Config, command: string, log: Logger): Pr
 function urlOf(address: AddressInfo): URL {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return new URL(`http://${host}:${address.port}`);
-}
-
-/** A free loopback port for the child; the kernel picks it, we release it, the child binds it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }

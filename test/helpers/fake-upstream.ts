@@ -4,6 +4,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { ALL_FIXTURES } from '../fixtures/catalogue.js';
 import type { UpstreamFixture } from '../fixtures/types.js';
+import { prng } from './prng.js';
 
 export interface RecordedRequest {
   /** 1-based arrival order over all connections. */
@@ -253,7 +254,7 @@ function parseSplit(value: string | undefined): SplitMode {
   if (value === 'bytes') return { kind: 'bytes' };
   const m = /^random:(.+)$/.exec(value);
   if (!m) throw new Error(`x-fixture-split must be 'bytes' or 'random:<seed>', got ${value}`);
-  return { kind: 'random', next: xorshift32(hashSeed(m[1]!)) };
+  return { kind: 'random', next: prng(hashSeed(m[1]!)).next };
 }
 
 // FNV-1a, so that any seed text (not only numbers) gives a reproducible sequence.
@@ -261,18 +262,6 @@ function hashSeed(seed: string): number {
   let h = 0x811c9dc5;
   for (const byte of Buffer.from(seed, 'utf8')) h = Math.imul(h ^ byte, 0x01000193) >>> 0;
   return h || 1;
-}
-
-function xorshift32(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
 }
 
 function cut(buf: Buffer, mode: SplitMode): Buffer[] {

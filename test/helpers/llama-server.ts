@@ -1,11 +1,10 @@
 // Starts a real llama-server on the tiny generated model, for tests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { findLlamaServer, LLAMA_SERVER_INSTALL_HINT } from '../../src/llama-server-binary.js';
 import { projectRoot } from '../../src/project-root.js';
 import { ensureTinyModel } from '../../src/tiny-model/ensure.js';
+import { freePort } from '../../src/free-port.js';
 
 export interface StartOptions {
   /** Extra llama-server arguments; default `-c 256 -np 1`. -m, --host and --port are always set. */
@@ -83,17 +82,7 @@ export function TOOL_PARSE_ERROR_REQUEST(stream = true): ChatRequestBody {
   };
 }
 
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const addr = srv.address();
-  srv.close();
-  await once(srv, 'close');
-  if (addr === null || typeof addr === 'string') throw new Error('could not read the bound port');
-  return addr.port;
-}
+export { freePort };
 
 export async function startLlamaServer(opts: StartOptions = {}): Promise<RunningLlamaServer> {
   const binary = findLlamaServer();
