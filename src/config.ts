@@ -73,6 +73,13 @@ export const OPTIONS = {
     placeholder: 'ms',
     description: 'time to connect to llama-server',
   },
+  upstreamSpareConnections: {
+    kind: { type: 'int', min: 0, max: 64 },
+    default: 1,
+    placeholder: 'n',
+    description:
+      'upstream connections opened ahead of need, so a stream need not wait for a connect (llama-server closes its connection after every stream); made only while requests come, closed after 2 s unused (0: none)',
+  },
   upstreamHeadersTimeoutMs: {
     kind: { type: 'int', min: 0, max: MAX_INT },
     default: 600000,
@@ -201,6 +208,7 @@ export interface Config {
   retryAfterSeconds: number;
   maxBodyBytes: number;
   upstreamConnectTimeoutMs: number;
+  upstreamSpareConnections: number;
   upstreamHeadersTimeoutMs: number;
   upstreamBodyTimeoutMs: number;
   apiKey: string | undefined;

@@ -18,7 +18,8 @@ import { sendAnswer, sendJson } from './answer.js';
 import type { Readiness } from './readiness.js';
 import { Metrics } from '../metrics.js';
 import { createKeyCheck, type KeyCheck } from './api-key.js';
-import { Pool } from './undici-pool.js';
+import { buildConnector, Pool } from './undici-parts.js';
+import { SpareConnections } from './spare-connections.js';
 
 export interface ProxyServerOptions {
   readonly config: Config;
@@ -39,6 +40,7 @@ export class ProxyServer {
   readonly #opts: ProxyServerOptions;
   readonly #server: Server;
   readonly #pool: Pool;
+  readonly #spares: SpareConnections | undefined;
   readonly #passthrough: Passthrough;
   readonly #inFlight = new Set<InFlight>();
   #guardedInFlight = 0;
@@ -57,8 +59,12 @@ export class ProxyServer {
       upstreamReady: () => opts.readiness.isReady(),
       ...(opts.restarts ? { restarts: opts.restarts } : {}),
     });
+    const connect = buildConnector({ timeout: c.upstreamConnectTimeoutMs });
+    if (c.upstreamSpareConnections > 0) {
+      this.#spares = new SpareConnections(connect, { count: c.upstreamSpareConnections, maxIdleMs: SPARE_MAX_IDLE_MS });
+    }
     this.#pool = new Pool(opts.upstream.origin, {
-      connect: { timeout: c.upstreamConnectTimeoutMs },
+      connect: this.#spares?.connect ?? connect,
       headersTimeout: c.upstreamHeadersTimeoutMs,
       bodyTimeout: c.upstreamBodyTimeoutMs,
     });
@@ -119,6 +125,7 @@ export class ProxyServer {
     this.#server.closeAllConnections();
     await closed;
     this.#passthrough.close();
+    this.#spares?.close();
     await this.#pool.close().catch(() => undefined);
   }
 
@@ -342,6 +349,13 @@ function asksForStream(body: Buffer): boolean {
   return STREAM_TRUE.test(body.toString('latin1'));
 }
 const STREAM_TRUE = /"stream"\s*:\s*true/;
+
+/**
+ * How long a spare upstream connection waits to be taken: well inside the 5 s keep-alive timeout of
+ * llama-server (cpp-httplib) and of the other servers people put behind it, so none closes a spare as
+ * a request goes out on it.
+ */
+const SPARE_MAX_IDLE_MS = 2000;
 
 /** Longest wait for the supervisor to learn of a child's exit (its process 'close' event). */
 const CHILD_EXIT_NOTICE_MS = 1000;

@@ -3,7 +3,7 @@
  * (supervisor, sidecar readiness) own the timing; this only answers "how is it now".
  *
  * It uses node:http, which the proxy's own server has loaded anyway: undici's `request` would load undici's
- * whole index (see proxy/undici-pool.ts) for one GET every few seconds.
+ * whole index (see proxy/undici-parts.ts) for one GET every few seconds.
  */
 import { get } from 'node:http';
 

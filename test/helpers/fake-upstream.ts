@@ -20,6 +20,8 @@ export interface RecordedRequest {
   body: Buffer;
   /** performance.now() when the last byte of the request arrived. */
   receivedAt: number;
+  /** The connection it came on: 1-based accept order, and performance.now() at the accept. */
+  connection: { index: number; acceptedAt: number };
   /**
    * performance.now() when the client ended or closed the connection while this exchange
    * was still open on our side (response still being written, or deliberately hanging).
@@ -56,6 +58,8 @@ export interface FakeUpstream {
   waitForRequest(n?: number): Promise<RecordedRequest>;
   /** Resolves with closedAt, or with the time the connection closed for any other reason. */
   waitForClose(req: RecordedRequest): Promise<number>;
+  /** Connections accepted so far, and how many of them are still open. */
+  connections(): { accepted: number; open: number };
   close(): Promise<void>;
 }
 
@@ -293,6 +297,8 @@ function runs(plan: WritePlan): Buffer[][] {
 
 interface Conn {
   socket: net.Socket;
+  index: number;
+  acceptedAt: number;
   buf: Buffer;
   /** An exchange is open: its response is being written or deliberately hanging. */
   current?: RecordedRequest;
@@ -315,6 +321,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
   const requests: RecordedRequest[] = [];
   const connOf = new Map<RecordedRequest, Conn>();
   const conns = new Set<Conn>();
+  let accepted = 0;
   const timers = new Set<NodeJS.Timeout>();
   const waiters: Array<{ n: number; resolve: (r: RecordedRequest) => void; reject: (e: Error) => void }> = [];
   let cursor = 0;
@@ -400,6 +407,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       rawHeaders: head.rawHeaders,
       body,
       receivedAt: performance.now(),
+      connection: { index: conn.index, acceptedAt: conn.acceptedAt },
       completed: false,
     };
     requests.push(req);
@@ -446,6 +454,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     let resolveClose: (t: number) => void = () => undefined;
     const conn: Conn = {
       socket,
+      index: ++accepted,
+      acceptedAt: performance.now(),
       buf: Buffer.alloc(0),
       continued: false,
       gone: false,
@@ -488,6 +498,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       if (!conn) return Promise.reject(new Error(`request ${req.index} was not recorded by this upstream`));
       return conn.onClose.then((t) => req.closedAt ?? t);
     },
+    connections: () => ({ accepted, open: conns.size }),
     async close(): Promise<void> {
       closing = true;
       for (const t of timers) clearTimeout(t);

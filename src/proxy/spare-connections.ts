@@ -1,0 +1,163 @@
+/**
+ * Upstream connections opened ahead of need. llama-server closes its connection a few ms after every
+ * stream, so every stream needs a new one, and without a spare its request waits for the connect: the
+ * connect call itself (on loopback the kernel does the whole handshake inside it), an event-loop turn for
+ * its completion, and across hosts a round trip. With a spare the request goes out at once, and the next
+ * spare is opened after the current I/O phase, off that request's path.
+ *
+ * Spares are made only when one is taken or missed, so a proxy without traffic holds no connections: an
+ * idle connection occupies one of llama-server's HTTP threads. A spare not taken within `maxIdleMs` is
+ * closed and not replaced. That limit stays well inside the keep-alive timeout of the usual servers
+ * (llama-server's cpp-httplib: 5 s, counted for the first request on a connection too), so a spare is never
+ * handed out while the server is closing it. One the server closes or writes to while it waits is dropped.
+ */
+import type { Socket } from 'node:net';
+import type { ConnectCallback, ConnectOptions, Connector } from './undici-parts.js';
+
+interface Spare {
+  /** Undefined while connecting. */
+  socket: Socket | undefined;
+  /** The request that took this spare while it was still connecting. */
+  taker: ConnectCallback | undefined;
+  expiry: NodeJS.Timeout;
+  /** Drops an idle connected spare that the server closes, resets or sends something on. */
+  onGone: () => void;
+}
+
+export interface SpareOptions {
+  /** How many spares to keep while requests come. */
+  readonly count: number;
+  readonly maxIdleMs: number;
+}
+
+export class SpareConnections {
+  readonly #open: Connector;
+  readonly #opts: SpareOptions;
+  /** Spares not taken yet, connecting or connected, oldest first. */
+  readonly #idle: Spare[] = [];
+  /** Where spares go: what undici last asked to connect to (one Pool, one origin). */
+  #target: ConnectOptions | undefined;
+  #fillQueued = false;
+  #closed = false;
+
+  /** @param open undici's connector, which makes every connection, spare or not. */
+  constructor(open: Connector, opts: SpareOptions) {
+    this.#open = open;
+    this.#opts = opts;
+  }
+
+  /** The connector to give undici's Pool. */
+  readonly connect: Connector = (options, callback) => {
+    if (this.#closed || options.httpSocket !== undefined) {
+      this.#open(options, callback);
+      return;
+    }
+    this.#target = options;
+    const spare = this.#idle.shift();
+    if (spare !== undefined && this.#take(spare, callback)) return;
+    this.#open(options, this.#handOver(callback));
+  };
+
+  /** Spares waiting to be taken, connected or still connecting. */
+  get idle(): number {
+    return this.#idle.length;
+  }
+
+  /** Closes every spare and makes no more (shutdown). */
+  close(): void {
+    this.#closed = true;
+    for (const spare of this.#idle.splice(0)) this.#discard(spare);
+  }
+
+  /**
+   * Wraps undici's callback: when a connection it was given closes (with llama-server: its stream has
+   * ended), the next request will need a new one, so a spare is opened then, while the client is still
+   * reading the end and sending its next request, and not on that request's path.
+   */
+  #handOver(callback: ConnectCallback): ConnectCallback {
+    return (err, socket) => {
+      if (err !== null) {
+        callback(err, null);
+        return;
+      }
+      socket.once('close', this.#queueFill);
+      callback(null, socket);
+    };
+  }
+
+  /** Hands a spare to a request; false when it turned out to be dead. */
+  #take(spare: Spare, callback: ConnectCallback): boolean {
+    clearTimeout(spare.expiry);
+    const socket = spare.socket;
+    if (socket === undefined) {
+      spare.taker = this.#handOver(callback);
+      return true;
+    }
+    socket.off('readable', spare.onGone).off('error', spare.onGone).off('close', spare.onGone);
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return false;
+    }
+    // Never before the connector returns: undici calls it from inside its dispatch loop, which does not
+    // run again for a connection that arrives meanwhile, and the request would never be written.
+    const handOver = this.#handOver(callback);
+    queueMicrotask(() => handOver(null, socket));
+    return true;
+  }
+
+  readonly #queueFill = (): void => {
+    if (this.#fillQueued || this.#closed) return;
+    this.#fillQueued = true;
+    setImmediate(this.#fill);
+  };
+
+  readonly #fill = (): void => {
+    this.#fillQueued = false;
+    const target = this.#target;
+    if (target === undefined) return;
+    while (!this.#closed && this.#idle.length < this.#opts.count) this.#spare(target);
+  };
+
+  #spare(target: ConnectOptions): void {
+    const spare: Spare = {
+      socket: undefined,
+      taker: undefined,
+      expiry: setTimeout(() => this.#expire(spare), this.#opts.maxIdleMs).unref(),
+      onGone: () => this.#expire(spare),
+    };
+    this.#idle.push(spare);
+    this.#open(target, (err, socket) => {
+      if (spare.taker !== undefined) {
+        if (err === null) spare.taker(null, socket);
+        else spare.taker(err, null);
+        return;
+      }
+      if (err !== null) {
+        this.#forget(spare);
+        return;
+      }
+      if (!this.#idle.includes(spare)) {
+        socket.destroy(); // expired or closed while connecting
+        return;
+      }
+      spare.socket = socket;
+      // 'readable' comes with the first byte or the EOF, and does not switch the socket to flowing mode.
+      socket.on('readable', spare.onGone).on('error', spare.onGone).on('close', spare.onGone);
+    });
+  }
+
+  #expire(spare: Spare): void {
+    this.#forget(spare);
+    this.#discard(spare);
+  }
+
+  #forget(spare: Spare): void {
+    const at = this.#idle.indexOf(spare);
+    if (at >= 0) this.#idle.splice(at, 1);
+  }
+
+  #discard(spare: Spare): void {
+    clearTimeout(spare.expiry);
+    spare.socket?.destroy();
+  }
+}
