@@ -68,7 +68,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   #relay: StreamRelay | undefined;
   #holdTimer: NodeJS.Timeout | undefined;
   /** Streaming: chunks received in this tick, not yet relayed. */
-  #batch: Buffer[] = [];
+  readonly #batch: Buffer[] = [];
   #logged = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, opts: ExchangeOptions) {
@@ -140,11 +140,11 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   }
 
   readonly #flushBatch = (): void => {
-    const batch = this.#batch;
+    const batch = this.#batch; // one array for the whole stream: emptied, never replaced
     if (batch.length === 0) return;
-    this.#batch = [];
-    if (this.#phase !== 'streaming') return;
-    const chunk = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
+    const chunk = this.#phase !== 'streaming' ? undefined : batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
+    batch.length = 0;
+    if (chunk === undefined) return;
     if (!this.#relay?.write(chunk)) this.#controller?.pause();
   };
 
