@@ -261,7 +261,7 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     addIfAbsent(headers, 'Cache-Control', 'no-cache');
     this.#writeHead(200, this.#upstreamStatusMessage, headers);
     const res = this.#res;
-    const relay = new StreamRelay({ write: (b) => this.#write(b) }, { tailBytes: this.#opts.maxHoldBytes });
+    const relay = new StreamRelay({ write: (b) => this.#write(b) });
     this.#relay = relay;
     const controller = this.#controller;
     res.on('drain', () => controller?.resume());

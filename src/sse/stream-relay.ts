@@ -19,6 +19,12 @@ const LF = 0x0a;
 const CR = 0x0d;
 /** Bytes before the end where the search for the last event starts; llama-server's events are far shorter. */
 const LOOK_BACK = 2048;
+/**
+ * The window the last event is read from. Its own bound, not the hold's (maxHoldBytes): with a hold of a
+ * few bytes the final event would never fit, and every healthy stream would end with an error frame. A
+ * complete last event larger than this (llama-server's /completion echoes the prompt) counts as an ending.
+ */
+const TAIL_BYTES = 64 * 1024;
 /** First size of a stream's tail copy; it doubles as the stream grows, up to the window. */
 const MIN_TAIL = 4096;
 const NO_BYTES: Buffer = Buffer.alloc(0);
@@ -41,7 +47,11 @@ export class StreamRelay {
   #prevByte = LF;
   #lastByte = LF;
 
-  constructor(sink: ByteSink, opts: { tailBytes: number }) {
+  /**
+   * @param opts.tailBytes how much of the end is kept to read the last event from (and the longest legacy
+   *   error line held back); smaller only in tests.
+   */
+  constructor(sink: ByteSink, opts: { tailBytes: number } = { tailBytes: TAIL_BYTES }) {
     this.#sink = sink;
     this.#tail = new TailWindow(opts.tailBytes);
     this.#maxCarry = opts.tailBytes;

@@ -2,7 +2,8 @@
 // first events, but never change a byte.
 import t from 'tap';
 import OpenAI from 'openai';
-import { collect, normalise, post, sseData, startStack } from '../helpers/e2e.js';
+import { collect, normalise, post, sdk, sseData, startStack } from '../helpers/e2e.js';
+import { startProxyCli } from '../helpers/proxy.js';
 
 // Greedy sampling, a fixed seed and no prompt cache make two runs of one request compute the same tokens.
 const SAMPLING = { seed: 42, temperature: 0, cache_prompt: false, max_tokens: 16 };
@@ -69,3 +70,23 @@ t.test('healthy streams are relayed byte for byte', async (t) => {
 async function text(res: Response, extract: (data: string[]) => string): Promise<string> {
   return extract(sseData(await res.text()));
 }
+
+t.test('a hold of a few bytes (maxHoldBytes 1 and 16) still relays healthy streams byte for byte', async (t) => {
+  // The hold's bound must not bound the window the stream's last event is read from: it once did, and every
+  // healthy stream behind such a proxy ended with an error frame.
+  const stack = await startStack();
+  t.teardown(() => stack.stop());
+  for (const maxHold of ['1', '16']) {
+    await t.test(`--max-hold-bytes ${maxHold}`, async (t) => {
+      const proxy = await startProxyCli(['--upstream', stack.llama.url, '--max-hold-bytes', maxHold]);
+      t.teardown(() => proxy.stop());
+      const directBody = await (await post(stack.llama.url, '/v1/chat/completions', CHAT)).text();
+      const proxiedBody = await (await post(proxy.url, '/v1/chat/completions', CHAT)).text();
+      t.equal(sseData(directBody).at(-1), '[DONE]', 'llama-server finished the stream');
+      t.equal(normalise(proxiedBody), normalise(directBody), 'same bytes apart from id, created, timings: no error frame');
+      const chat = await collect(() => sdk(proxy.url).chat.completions.create(CHAT));
+      t.equal(chat.error, undefined, 'the SDK raises nothing');
+      t.equal(chat.chunks.at(-1)?.choices[0]?.finish_reason, 'length');
+    });
+  }
+});
