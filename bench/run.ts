@@ -10,7 +10,7 @@
  *   --targets direct,proxy,pipe,nginx,http-proxy-3   which targets (default: the first four; nginx if found)
  *   --variant 'name=[node flags] path/to/bin.js [args]'  another build or setting of llama-status-proxy
  *   --rounds 3 --cell-ms 1500                        rounds of the main scenarios; wall time per cell
- *   --sections main,memory,scaling,backpressure,startup  which parts to run
+ *   --sections main,memory,scaling,backpressure,hold,startup  which parts to run
  *   --scenarios 1x2000,32x200,64x50p,json,ttfb,ttfb-ka which main scenarios
  *   --log-level warn                                 llama-status-proxy's log level
  *   --wait-quiet                                     first wait (≤ 20 min) for a 1-minute load average < 0.3
@@ -30,6 +30,7 @@ import { fmt, percentile, sortedCopy, table } from './stats.js';
 import { rssKb } from './proc.js';
 import type { StreamShape } from './shape.js';
 import { freePort } from '../src/free-port.js';
+import { holdCpuUsPerStream } from './hold-cost.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -42,7 +43,7 @@ const { values: opts } = parseArgs({
     variant: { type: 'string', multiple: true, default: [] },
     rounds: { type: 'string' },
     'cell-ms': { type: 'string' },
-    sections: { type: 'string', default: 'main,memory,scaling,backpressure,startup' },
+    sections: { type: 'string', default: 'main,memory,scaling,backpressure,hold,startup' },
     scenarios: { type: 'string' },
     'log-level': { type: 'string', default: 'warn' },
     'wait-quiet': { type: 'boolean', default: false },
@@ -527,6 +528,10 @@ async function main(): Promise<void> {
       }
     }
 
+    // Alone on the machine, like every cell: the other processes are idle now.
+    const holdUs = sections.has('hold') ? holdCpuUsPerStream() : undefined;
+    if (holdUs !== undefined) progress(`[hold] ${fmt(holdUs, 2)} µs of CPU per stream`);
+
     const startup: number[] = [];
     if (sections.has('startup')) {
       const bin = join(root, 'bin', 'llama-status-proxy.js');
@@ -549,6 +554,7 @@ async function main(): Promise<void> {
       memory,
       scaling,
       backpressure,
+      holdUs,
       startup,
     });
     process.stdout.write(report.markdown);
@@ -578,6 +584,8 @@ interface ReportInput {
   memory: Array<{ target: string; idleMiB: number; peakMiB: number; failed: number }>;
   scaling: Array<{ size: number; concurrency: number; target: string; cpuUsPerEvent: number; statUsPerEvent: number; peakRssMiB: number; events: number; failed: number }>;
   backpressure: Array<{ target: string; bytesRead: number; rss: Array<[number, number]> }>;
+  /** CPU µs per healthy stream spent holding it (bench/hold-cost.ts). */
+  holdUs: number | undefined;
   /** Milliseconds from spawn to listening, one per run. */
   startup: number[];
 }
@@ -705,6 +713,29 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     out.push('');
   }
 
+  // The hold against the proxy's CPU per short stream, and against how much that moved between rounds.
+  const holdRows: Array<{ build: string; perStreamUs: number; spreadUs: number }> = [];
+  if (input.holdUs !== undefined) {
+    for (const lsp of input.targets.filter((t) => t.kind === 'lsp')) {
+      const ttfb = summaries.get('ttfb')?.get(lsp.name);
+      if (ttfb === undefined || ttfb.cpuPerEventByRound.length < 2) continue;
+      const eventsPerStream = ttfb.cpuUsPerRequest / ttfb.cpuUsPerEvent;
+      const spreadUs = (Math.max(...ttfb.cpuPerEventByRound) - Math.min(...ttfb.cpuPerEventByRound)) * eventsPerStream;
+      holdRows.push({ build: lsp.name, perStreamUs: ttfb.cpuUsPerRequest, spreadUs });
+    }
+    out.push('## The hold: CPU per healthy stream');
+    out.push('');
+    out.push(
+      table(
+        ['build', 'hold µs/stream', 'proxy CPU µs per short stream', 'share', 'spread of that between rounds µs'],
+        holdRows.length > 0
+          ? holdRows.map((r) => [r.build, fmt(input.holdUs ?? 0, 2), fmt(r.perStreamUs, 1), `${fmt((100 * (input.holdUs ?? 0)) / r.perStreamUs, 1)} %`, fmt(r.spreadUs, 1)])
+          : [['(no ttfb cells)', fmt(input.holdUs, 2), '–', '–', '–']],
+      ),
+    );
+    out.push('');
+  }
+
   if (input.startup.length > 0) {
     const sorted = sortedCopy(input.startup);
     out.push('## Start-up: spawn to listening (sidecar mode, Node start included)');
@@ -757,6 +788,15 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     } else if (p64) {
       verdicts.push({ build: lsp.name, target: '64 paced streams: peak RSS ≤ 80 MiB (process warm from earlier cells)', value: `${fmt(p64.peakRssMiB, 1)} MiB`, pass: p64.peakRssMiB <= 80 });
     }
+    const hold = holdRows.find((r) => r.build === lsp.name);
+    if (hold !== undefined && input.holdUs !== undefined) {
+      verdicts.push({
+        build: lsp.name,
+        target: 'the hold adds nothing measurable to a healthy stream (its CPU < the round-to-round spread)',
+        value: `${fmt(input.holdUs, 2)} µs vs ${fmt(hold.spreadUs, 1)} µs`,
+        pass: input.holdUs < hold.spreadUs,
+      });
+    }
     const bp = bpVerdicts.get(lsp.name);
     if (bp) verdicts.push({ build: lsp.name, target: `slow client: RSS grows < ${BACKPRESSURE_GROWTH_LIMIT_MIB} MiB after the first second`, value: `${fmt(bp.growthMiB, 1)} MiB`, pass: bp.pass });
   }
@@ -793,6 +833,7 @@ function render(input: ReportInput): { markdown: string; data: unknown } {
     memory: input.memory,
     scaling: input.scaling,
     backpressure: input.backpressure,
+    holdUs: input.holdUs,
     startup: input.startup,
     verdicts,
   };

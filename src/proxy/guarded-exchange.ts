@@ -16,8 +16,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Dialect } from '../routes.js';
 import type { RequestRecord } from '../log.js';
-import { SseEventReader, type EventSink } from '../sse/event-reader.js';
-import { classifyEvent, type Verdict } from '../sse/classify.js';
+import { SseEventReader } from '../sse/event-reader.js';
+import { firstDecision, type Verdict } from '../sse/classify.js';
 import { StreamRelay } from '../sse/stream-relay.js';
 import { answerForUpstreamError, errorFrame, ownError, type ErrorAnswer } from '../error-response.js';
 import { AnsweredError, ClientGoneError, ProxyError, upstreamFailure } from '../errors.js';
@@ -368,18 +368,6 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
     record.durationMs = Math.round(performance.now() - this.#startedAt);
     this.#opts.onDone(record);
   }
-}
-
-/** The first event that decides, among those `read` hands to its sink; reading stops there. */
-function firstDecision(read: (sink: EventSink) => unknown): Verdict | undefined {
-  let verdict: Verdict | undefined;
-  read((ev) => {
-    const v = classifyEvent(ev);
-    if (v.kind === 'hold') return false;
-    verdict = v;
-    return true;
-  });
-  return verdict;
 }
 
 /** Only identity-encoded event streams can be read; a compressed one is relayed as it is. */

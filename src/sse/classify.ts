@@ -3,7 +3,7 @@
  * say nothing yet (pings, role-only chunks, preambles, progress); anything not recognised decides, so an
  * unknown upstream is never held for long.
  */
-import type { SseEvent } from './event-reader.js';
+import type { EventSink, SseEvent } from './event-reader.js';
 
 /** The error as the upstream sent it: a parsed JSON value, or raw text that was not JSON. */
 export type UpstreamErrorPayload = { readonly json: unknown } | { readonly text: string };
@@ -63,6 +63,18 @@ function classifyObject(obj: Json, eventName: string): Verdict {
   }
   if ('prompt_progress' in obj) return HOLD;
   return OUTPUT;
+}
+
+/** The first event that decides, among those `read` hands to its sink; reading stops there. */
+export function firstDecision(read: (sink: EventSink) => unknown): Verdict | undefined {
+  let verdict: Verdict | undefined;
+  read((ev) => {
+    const v = classifyEvent(ev);
+    if (v.kind === 'hold') return false;
+    verdict = v;
+    return true;
+  });
+  return verdict;
 }
 
 /**
