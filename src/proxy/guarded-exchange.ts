@@ -142,9 +142,12 @@ export class GuardedExchange implements Dispatcher.DispatchHandler {
   readonly #flushBatch = (): void => {
     const batch = this.#batch; // one array for the whole stream: emptied, never replaced
     if (batch.length === 0) return;
-    const chunk = this.#phase !== 'streaming' ? undefined : batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
+    if (this.#phase !== 'streaming') {
+      batch.length = 0;
+      return;
+    }
+    const chunk = batch.length === 1 ? (batch[0] as Buffer) : Buffer.concat(batch);
     batch.length = 0;
-    if (chunk === undefined) return;
     if (!this.#relay?.write(chunk)) this.#controller?.pause();
   };
 

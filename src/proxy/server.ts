@@ -185,6 +185,7 @@ export class ProxyServer {
     const c = this.#opts.config;
     let sent: Readable | Buffer | null = null;
     let retried = false;
+    let ownConnection = false;
     const exchange = new GuardedExchange(req, res, {
       dialect,
       firstEventTimeoutMs: c.firstEventTimeoutMs,
@@ -195,6 +196,8 @@ export class ProxyServer {
         this.#inFlight.delete(exchange);
         this.#guardedInFlight--;
         this.#done(record);
+        // Its connection is gone, and the next stream will want one: opened now, not when it comes.
+        if (ownConnection) this.#spares?.prime();
       },
       onUpstreamLost: () => {
         // Supervised: a refused or dropped connection before any answer means the child has just died
@@ -211,6 +214,7 @@ export class ProxyServer {
     this.#guardedInFlight++;
     const dispatch = (payload: Readable | Buffer | null): boolean => {
       sent = payload;
+      ownConnection = !(payload instanceof Buffer) || asksForStream(payload);
       return this.#pool.dispatch(
         {
           origin: this.#opts.upstream.origin,
@@ -222,7 +226,7 @@ export class ProxyServer {
           // saying so (no Connection: close). A pooled socket would carry the next request into that close
           // and the client would get a 502. So a request that may stream gets a connection of its own
           // (which the stream would have cost anyway); a known non-stream request reuses one.
-          reset: !(payload instanceof Buffer) || asksForStream(payload),
+          reset: ownConnection,
         },
         exchange,
       );

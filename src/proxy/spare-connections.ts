@@ -2,14 +2,15 @@
  * Upstream connections opened ahead of need. llama-server closes its connection a few ms after every
  * stream, so every stream needs a new one, and without a spare its request waits for the connect: the
  * connect call itself (on loopback the kernel does the whole handshake inside it), an event-loop turn for
- * its completion, and across hosts a round trip. With a spare the request goes out at once, and the next
- * spare is opened after the current I/O phase, off that request's path.
+ * its completion, and across hosts a round trip. With a spare the request goes out at once.
  *
- * Spares are made only when one is taken or missed, so a proxy without traffic holds no connections: an
- * idle connection occupies one of llama-server's HTTP threads. A spare not taken within `maxIdleMs` is
- * closed and not replaced. That limit stays well inside the keep-alive timeout of the usual servers
- * (llama-server's cpp-httplib: 5 s, counted for the first request on a connection too), so a spare is never
- * handed out while the server is closing it. One the server closes or writes to while it waits is dropped.
+ * Spares are made when asked for (`prime()`: the proxy asks when a stream ends, since the next stream will
+ * need a new connection), so a proxy without traffic holds none (an idle connection occupies one of
+ * llama-server's HTTP threads), and the connect happens while the client is still reading the end of its
+ * stream, not on the next request's path. A spare not taken within `maxIdleMs` is closed and not replaced.
+ * That limit stays well inside the keep-alive timeout of the usual servers (llama-server's cpp-httplib: 5 s,
+ * counted for the first request on a connection too), so a spare is never handed out while the server is
+ * closing it. One the server closes or writes to while it waits is dropped.
  */
 import type { Socket } from 'node:net';
 import type { ConnectCallback, ConnectOptions, Connector } from './undici-parts.js';
@@ -55,8 +56,15 @@ export class SpareConnections {
     this.#target = options;
     const spare = this.#idle.shift();
     if (spare !== undefined && this.#take(spare, callback)) return;
-    this.#open(options, this.#handOver(callback));
+    this.#open(options, callback);
   };
+
+  /** Opens spares up to the count, after the current I/O phase. Nothing before undici's first connect. */
+  prime(): void {
+    if (this.#fillQueued || this.#closed || this.#target === undefined) return;
+    this.#fillQueued = true;
+    setImmediate(this.#fill);
+  }
 
   /** Spares waiting to be taken, connected or still connecting. */
   get idle(): number {
@@ -69,28 +77,12 @@ export class SpareConnections {
     for (const spare of this.#idle.splice(0)) this.#discard(spare);
   }
 
-  /**
-   * Wraps undici's callback: when a connection it was given closes (with llama-server: its stream has
-   * ended), the next request will need a new one, so a spare is opened then, while the client is still
-   * reading the end and sending its next request, and not on that request's path.
-   */
-  #handOver(callback: ConnectCallback): ConnectCallback {
-    return (err, socket) => {
-      if (err !== null) {
-        callback(err, null);
-        return;
-      }
-      socket.once('close', this.#queueFill);
-      callback(null, socket);
-    };
-  }
-
   /** Hands a spare to a request; false when it turned out to be dead. */
   #take(spare: Spare, callback: ConnectCallback): boolean {
     clearTimeout(spare.expiry);
     const socket = spare.socket;
     if (socket === undefined) {
-      spare.taker = this.#handOver(callback);
+      spare.taker = callback;
       return true;
     }
     socket.off('readable', spare.onGone).off('error', spare.onGone).off('close', spare.onGone);
@@ -100,21 +92,13 @@ export class SpareConnections {
     }
     // Never before the connector returns: undici calls it from inside its dispatch loop, which does not
     // run again for a connection that arrives meanwhile, and the request would never be written.
-    const handOver = this.#handOver(callback);
-    queueMicrotask(() => handOver(null, socket));
+    queueMicrotask(() => callback(null, socket));
     return true;
   }
 
-  readonly #queueFill = (): void => {
-    if (this.#fillQueued || this.#closed) return;
-    this.#fillQueued = true;
-    setImmediate(this.#fill);
-  };
-
   readonly #fill = (): void => {
     this.#fillQueued = false;
-    const target = this.#target;
-    if (target === undefined) return;
+    const target = this.#target as ConnectOptions;
     while (!this.#closed && this.#idle.length < this.#opts.count) this.#spare(target);
   };
 

@@ -1,7 +1,7 @@
-// Spare upstream connections: opened when a connection undici had closes (a stream ended), taken by the
-// next request, closed unused after their idle limit, dropped when the server closes or writes to them,
-// and never left behind. A plain TCP server stands in for llama-server in the unit tests: what matters
-// there is which connections it sees, opened and closed when. The last test goes through the proxy.
+// Spare upstream connections: opened when the proxy primes them (a stream ended), taken by the next
+// request, closed unused after their idle limit, dropped when the server closes or writes to them, and
+// never left behind. A plain TCP server stands in for llama-server in the unit tests: what matters there
+// is which connections it sees, opened and closed when. The last test goes through the proxy.
 import t from 'tap';
 import net from 'node:net';
 import { once } from 'node:events';
@@ -75,15 +75,19 @@ function serverSide(server: Server, client: net.Socket): net.Socket | undefined 
 /** Settles the socket events of a few loop turns (connect, close, setImmediate). */
 const turns = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 30));
 
-t.test('no spare before the first close; then the next request takes the spare', async (t) => {
+t.test('no spare until primed, none for a connection that merely closes; the next request takes the spare', async (t) => {
   const server = await startServer(t);
   const s = spares(t);
+  s.prime();
+  await turns();
+  t.equal(server.accepted.length, 0, 'nothing is opened before undici has asked for a connection');
   const first = await connect(s, server.target);
+  first.destroy(); // e.g. undici closing an idle keep-alive connection: no sign that another is wanted
   await turns();
   t.equal(server.accepted.length, 1, 'the first request connects itself, and nothing more is opened');
   t.equal(s.idle, 0);
 
-  first.destroy(); // undici closes a stream's connection at its end
+  s.prime(); // what the proxy does when a stream ends
   await server.waitForAccepts(2);
   await turns(); // connected on the client's side too
   t.equal(s.idle, 1, 'a spare is open');
@@ -101,17 +105,19 @@ t.test('no spare before the first close; then the next request takes the spare',
   const [back] = (await once(second, 'data')) as [Buffer];
   t.equal(back.toString(), 'pong', 'the client reads what the server writes');
   second.destroy();
+  s.prime();
+  s.prime();
   await server.waitForAccepts(3);
-  t.equal(s.idle, 1, 'its close opens the next spare');
+  await turns();
+  t.equal(server.accepted.length, 3, 'priming twice opens one spare: the count is a bound');
 });
 
 t.test('a request that comes while the spare is still connecting waits for it', async (t) => {
   const server = await startServer(t);
   const s = spares(t);
-  const first = await connect(s, server.target);
-  first.destroy();
-  await once(first, 'close');
-  // The close has queued the spare's connect with setImmediate; the request comes right after it started.
+  (await connect(s, server.target)).destroy();
+  s.prime();
+  // prime() queued the spare's connect with setImmediate; the request comes right after it started.
   await new Promise((resolve) => setImmediate(resolve));
   t.equal(s.idle, 1, 'a spare is connecting');
   const socket = await connect(s, server.target);
@@ -124,6 +130,7 @@ t.test('a spare not taken within its idle limit is closed and not replaced', asy
   const server = await startServer(t);
   const s = spares(t, 100);
   (await connect(s, server.target)).destroy();
+  s.prime();
   await server.waitForAccepts(2);
   const spareEnd = server.accepted[1]!;
   await once(spareEnd, 'close');
@@ -141,6 +148,7 @@ t.test('a spare the server closes or writes to while it waits is dropped, never 
       const server = await startServer(t);
       const s = spares(t, 60_000); // so that only what the server did can drop it
       (await connect(s, server.target)).destroy();
+      s.prime();
       await server.waitForAccepts(2);
       await turns(); // connected on the client's side too, and watched
       const spareEnd = server.accepted[1]!;
@@ -161,6 +169,7 @@ t.test('close() closes the spares and makes no more', async (t) => {
   const server = await startServer(t);
   const s = spares(t, 10_000, 2);
   (await connect(s, server.target)).destroy();
+  s.prime();
   await server.waitForAccepts(3);
   t.equal(s.idle, 2, 'as many spares as asked for');
   s.close();
@@ -168,14 +177,16 @@ t.test('close() closes the spares and makes no more', async (t) => {
   t.equal(s.idle, 0);
   const after = await connect(s, server.target);
   after.destroy();
+  s.prime();
   await turns();
-  t.equal(server.accepted.length, 4, 'later requests connect themselves, and their close opens no spare');
+  t.equal(server.accepted.length, 4, 'later requests connect themselves, and priming opens nothing');
 });
 
 t.test('an upstream that is down: the request gets the connect error, the spare attempt costs nothing', async (t) => {
   const server = await startServer(t);
   const s = spares(t);
   (await connect(s, server.target)).destroy();
+  s.prime();
   await server.waitForAccepts(2);
   await server.close();
   while (s.idle > 0) await turns(); // the server's close ended the spare
