@@ -98,7 +98,8 @@ export class SpareConnections {
 
   readonly #fill = (): void => {
     this.#fillQueued = false;
-    const target = this.#target as ConnectOptions;
+    const target = this.#target;
+    if (target === undefined) return;
     while (!this.#closed && this.#idle.length < this.#opts.count) this.#spare(target);
   };
 
