@@ -16,6 +16,8 @@ export interface MetricsSources {
   upstreamReady(): boolean;
   /** Supervised mode: restarts so far, by reason. */
   restarts?(): Readonly<Partial<Record<string, number>>>;
+  /** Spare upstream connections so far, by outcome (when spares are on). */
+  spares?(): Readonly<Record<string, number>>;
 }
 
 const UPSTREAM_STATES = ['ready', 'loading', 'down', 'starting', 'restarting', 'crash-loop', 'stopping', 'stopped'];
@@ -112,6 +114,19 @@ export class Metrics {
           // The supervisor keeps the counts; mirror them.
           this.reset();
           for (const [reason, n] of Object.entries(restarts())) if (n) this.inc({ reason }, n);
+        },
+      });
+    }
+    if (sources.spares) {
+      const spares = sources.spares;
+      new Counter({
+        name: `${PREFIX}upstream_spare_connections_total`,
+        help: 'Upstream connections opened ahead of the next stream, and what became of them: taken, expired unused, dropped by the server.',
+        labelNames: ['outcome'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [outcome, n] of Object.entries(spares())) this.inc({ outcome }, n);
         },
       });
     }

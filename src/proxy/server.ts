@@ -53,18 +53,21 @@ export class ProxyServer {
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
     const c = opts.config;
+    const connect = buildConnector({ timeout: c.upstreamConnectTimeoutMs });
+    const spares =
+      c.upstreamSpareConnections > 0
+        ? new SpareConnections(connect, { count: c.upstreamSpareConnections, maxIdleMs: SPARE_MAX_IDLE_MS })
+        : undefined;
+    this.#spares = spares;
     this.metrics = new Metrics({
       inFlight: () => this.#guardedInFlight,
       upstreamState: () => (this.#draining ? 'stopping' : opts.readiness.state()),
       upstreamReady: () => opts.readiness.isReady(),
       ...(opts.restarts ? { restarts: opts.restarts } : {}),
+      ...(spares ? { spares: () => spares.outcomes() } : {}),
     });
-    const connect = buildConnector({ timeout: c.upstreamConnectTimeoutMs });
-    if (c.upstreamSpareConnections > 0) {
-      this.#spares = new SpareConnections(connect, { count: c.upstreamSpareConnections, maxIdleMs: SPARE_MAX_IDLE_MS });
-    }
     this.#pool = new Pool(opts.upstream.origin, {
-      connect: this.#spares?.connect ?? connect,
+      connect: spares?.connect ?? connect,
       headersTimeout: c.upstreamHeadersTimeoutMs,
       bodyTimeout: c.upstreamBodyTimeoutMs,
     });

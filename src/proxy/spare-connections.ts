@@ -25,6 +25,13 @@ interface Spare {
   onGone: () => void;
 }
 
+/**
+ * What became of spares: opened, taken by a request, closed unused at the idle limit, or dropped (the
+ * server closed, reset or wrote to it, or it could not connect). Many drops mean a server that closes idle
+ * connections sooner than the idle limit.
+ */
+export type SpareOutcome = 'opened' | 'taken' | 'expired' | 'dropped';
+
 export interface SpareOptions {
   /** How many spares to keep while requests come. */
   readonly count: number;
@@ -40,6 +47,7 @@ export class SpareConnections {
   #target: ConnectOptions | undefined;
   #fillQueued = false;
   #closed = false;
+  readonly #outcomes: Record<SpareOutcome, number> = { opened: 0, taken: 0, expired: 0, dropped: 0 };
 
   /** @param open undici's connector, which makes every connection, spare or not. */
   constructor(open: Connector, opts: SpareOptions) {
@@ -71,6 +79,11 @@ export class SpareConnections {
     return this.#idle.length;
   }
 
+  /** Counts since start, for the metrics. */
+  outcomes(): Readonly<Record<SpareOutcome, number>> {
+    return this.#outcomes;
+  }
+
   /** Closes every spare and makes no more (shutdown). */
   close(): void {
     this.#closed = true;
@@ -83,13 +96,16 @@ export class SpareConnections {
     const socket = spare.socket;
     if (socket === undefined) {
       spare.taker = callback;
+      this.#outcomes.taken++;
       return true;
     }
     socket.off('readable', spare.onGone).off('error', spare.onGone).off('close', spare.onGone);
     if (socket.destroyed || !socket.writable) {
       socket.destroy();
+      this.#outcomes.dropped++;
       return false;
     }
+    this.#outcomes.taken++;
     // Never before the connector returns: undici calls it from inside its dispatch loop, which does not
     // run again for a connection that arrives meanwhile, and the request would never be written.
     queueMicrotask(() => callback(null, socket));
@@ -107,10 +123,11 @@ export class SpareConnections {
     const spare: Spare = {
       socket: undefined,
       taker: undefined,
-      expiry: setTimeout(() => this.#expire(spare), this.#opts.maxIdleMs).unref(),
-      onGone: () => this.#expire(spare),
+      expiry: setTimeout(() => this.#retire(spare, 'expired'), this.#opts.maxIdleMs).unref(),
+      onGone: () => this.#retire(spare, 'dropped'),
     };
     this.#idle.push(spare);
+    this.#outcomes.opened++;
     this.#open(target, (err, socket) => {
       if (spare.taker !== undefined) {
         if (err === null) spare.taker(null, socket);
@@ -118,7 +135,7 @@ export class SpareConnections {
         return;
       }
       if (err !== null) {
-        this.#forget(spare);
+        if (this.#forget(spare)) this.#outcomes.dropped++;
         return;
       }
       if (!this.#idle.includes(spare)) {
@@ -131,14 +148,16 @@ export class SpareConnections {
     });
   }
 
-  #expire(spare: Spare): void {
-    this.#forget(spare);
+  #retire(spare: Spare, outcome: 'expired' | 'dropped'): void {
+    if (this.#forget(spare)) this.#outcomes[outcome]++;
     this.#discard(spare);
   }
 
-  #forget(spare: Spare): void {
+  /** Takes a spare off the idle list; false when it was no longer there. */
+  #forget(spare: Spare): boolean {
     const at = this.#idle.indexOf(spare);
     if (at >= 0) this.#idle.splice(at, 1);
+    return at >= 0;
   }
 
   #discard(spare: Spare): void {

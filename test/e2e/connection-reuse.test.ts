@@ -56,4 +56,11 @@ t.test('streams after pauses, each sent on a spare that waited for it: answered,
     [],
     'the proxy logged no warning or error',
   );
+  // The streams after 0 and 1 s went out on spares (the one after 1.8 s too, unless the machine is so slow
+  // that it had expired); none was closed by llama-server while it waited.
+  const metrics = await (await fetch(`${stack.proxy.url}/-/metrics`)).text();
+  const count = (outcome: string): number =>
+    Number(new RegExp(`^llama_status_proxy_upstream_spare_connections_total\\{outcome="${outcome}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+  t.ok(count('taken') >= 2, `spares taken: ${count('taken')}`);
+  t.equal(count('dropped'), 0, 'spares dropped by llama-server');
 });

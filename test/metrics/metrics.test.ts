@@ -48,6 +48,7 @@ t.test('the exposition parses and has every family', async (t) => {
     'llama_status_proxy_inflight_streams',
     'llama_status_proxy_upstream_up',
     'llama_status_proxy_upstream_state',
+    'llama_status_proxy_upstream_spare_connections_total',
     'process_cpu_user_seconds_total',
     'nodejs_eventloop_lag_seconds',
   ]) {
@@ -93,4 +94,17 @@ t.test('in-flight streams and upstream state are read at scrape time', async (t)
   const families = await scrape();
   t.equal(value(families, 'llama_status_proxy_inflight_streams'), 0);
   t.equal(value(families, 'llama_status_proxy_upstream_state', { state: 'down' }) + value(families, 'llama_status_proxy_upstream_state', { state: 'ready' }), 1);
+});
+
+t.test('spare connections: one is opened when a stream ends, and the next stream takes it', async (t) => {
+  const spares = (families: ParsedFamily[], outcome: string): number =>
+    value(families, 'llama_status_proxy_upstream_spare_connections_total', { outcome });
+  const before = await scrape();
+  await replay('FX12');
+  await new Promise((resolve) => setTimeout(resolve, 100)); // a client's pause: the spare connects meanwhile
+  await replay('FX12');
+  const after = await scrape();
+  t.ok(spares(after, 'opened') - spares(before, 'opened') >= 1, 'opened');
+  t.ok(spares(after, 'taken') - spares(before, 'taken') >= 1, 'taken by the second stream');
+  t.equal(spares(after, 'dropped') - spares(before, 'dropped'), 0, 'none dropped');
 });

@@ -96,6 +96,7 @@ t.test('no spare until primed, none for a connection that merely closes; the nex
   const second = await connect(s, server.target);
   t.equal(serverSide(server, second), spareEnd, 'the second request got the spare');
   t.equal(s.idle, 0);
+  t.same(s.outcomes(), { opened: 1, taken: 1, expired: 0, dropped: 0 }, 'counted for the metrics');
 
   // Bytes both ways on the handed-over socket: nothing lost to the watch it had while idle.
   second.write('ping');
@@ -137,6 +138,7 @@ t.test('a spare not taken within its idle limit is closed and not replaced', asy
   await turns();
   t.equal(s.idle, 0, 'no spare left');
   t.equal(server.accepted.length, 2, 'no new one opened: without traffic the proxy holds no connections');
+  t.same(s.outcomes(), { opened: 1, taken: 0, expired: 1, dropped: 0 }, 'counted as expired');
   const next = await connect(s, server.target);
   await server.waitForAccepts(3);
   t.equal(serverSide(server, next), server.accepted[2], 'the next request connects itself');
@@ -157,6 +159,7 @@ t.test('a spare the server closes or writes to while it waits is dropped, never 
       else spareEnd.write('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
       for (let waited = 0; s.idle > 0 && waited < 5000; waited += 30) await turns();
       t.equal(s.idle, 0, 'the spare is dropped');
+      t.same(s.outcomes(), { opened: 1, taken: 0, expired: 0, dropped: 1 }, 'counted as dropped');
       const next = await connect(s, server.target);
       await server.waitForAccepts(3);
       t.equal(serverSide(server, next), server.accepted[2], 'the request got a new connection');
