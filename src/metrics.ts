@@ -20,6 +20,26 @@ export interface MetricsSources {
   spares?(): Readonly<Record<string, number>>;
 }
 
+/** A counter whose counts another part keeps (the supervisor, the spare connections): copied at each scrape. */
+function mirroredCounter(
+  registers: Registry[],
+  name: string,
+  help: string,
+  label: string,
+  counts: () => Readonly<Partial<Record<string, number>>>,
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers,
+    collect() {
+      this.reset();
+      for (const [value, n] of Object.entries(counts())) if (n !== undefined) this.inc({ [label]: value }, n);
+    },
+  });
+}
+
 const UPSTREAM_STATES = ['ready', 'loading', 'down', 'starting', 'restarting', 'crash-loop', 'stopping', 'stopped'];
 
 export class Metrics {
@@ -104,31 +124,11 @@ export class Metrics {
       },
     });
     if (sources.restarts) {
-      const restarts = sources.restarts;
-      new Counter({
-        name: `${PREFIX}upstream_restarts_total`,
-        help: 'Restarts of the supervised llama-server, by reason.',
-        labelNames: ['reason'],
-        registers,
-        collect() {
-          // The supervisor keeps the counts; mirror them.
-          this.reset();
-          for (const [reason, n] of Object.entries(restarts())) if (n) this.inc({ reason }, n);
-        },
-      });
+      mirroredCounter(registers, `${PREFIX}upstream_restarts_total`, 'Restarts of the supervised llama-server, by reason.', 'reason', sources.restarts);
     }
     if (sources.spares) {
-      const spares = sources.spares;
-      new Counter({
-        name: `${PREFIX}upstream_spare_connections_total`,
-        help: 'Upstream connections opened ahead of the next stream, and what became of them: taken, expired unused, dropped by the server.',
-        labelNames: ['outcome'],
-        registers,
-        collect() {
-          this.reset();
-          for (const [outcome, n] of Object.entries(spares())) this.inc({ outcome }, n);
-        },
-      });
+      const help = 'Upstream connections opened ahead of the next stream, and what became of them: taken, expired unused, dropped by the server.';
+      mirroredCounter(registers, `${PREFIX}upstream_spare_connections_total`, help, 'outcome', sources.spares);
     }
     collectDefaultMetrics({ register: this.registry });
   }
