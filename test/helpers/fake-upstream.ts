@@ -58,8 +58,6 @@ export interface FakeUpstream {
   waitForRequest(n?: number): Promise<RecordedRequest>;
   /** Resolves with closedAt, or with the time the connection closed for any other reason. */
   waitForClose(req: RecordedRequest): Promise<number>;
-  /** Connections accepted so far, and how many of them are still open. */
-  connections(): { accepted: number; open: number };
   close(): Promise<void>;
 }
 
@@ -498,7 +496,6 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       if (!conn) return Promise.reject(new Error(`request ${req.index} was not recorded by this upstream`));
       return conn.onClose.then((t) => req.closedAt ?? t);
     },
-    connections: () => ({ accepted, open: conns.size }),
     async close(): Promise<void> {
       closing = true;
       for (const t of timers) clearTimeout(t);

@@ -67,6 +67,18 @@ function connect(s: SpareConnections, target: Server['target']): Promise<net.Soc
   });
 }
 
+/**
+ * A server and spares as the proxy leaves them when its first stream ends: undici has connected once (so
+ * the connector knows where spares go) and prime() has queued the spares.
+ */
+async function afterFirstStream(t: TapTest, maxIdleMs?: number, count?: number): Promise<{ server: Server; s: SpareConnections }> {
+  const server = await startServer(t);
+  const s = spares(t, maxIdleMs, count);
+  (await connect(s, server.target)).destroy();
+  s.prime();
+  return { server, s };
+}
+
 /** The server's end of a client socket. */
 function serverSide(server: Server, client: net.Socket): net.Socket | undefined {
   return server.accepted.find((s) => s.remotePort === client.localPort);
@@ -114,10 +126,7 @@ t.test('no spare until primed, none for a connection that merely closes; the nex
 });
 
 t.test('a request that comes while the spare is still connecting waits for it', async (t) => {
-  const server = await startServer(t);
-  const s = spares(t);
-  (await connect(s, server.target)).destroy();
-  s.prime();
+  const { server, s } = await afterFirstStream(t);
   // prime() queued the spare's connect with setImmediate; the request comes right after it started.
   await new Promise((resolve) => setImmediate(resolve));
   t.equal(s.idle, 1, 'a spare is connecting');
@@ -128,10 +137,7 @@ t.test('a request that comes while the spare is still connecting waits for it', 
 });
 
 t.test('a spare not taken within its idle limit is closed and not replaced', async (t) => {
-  const server = await startServer(t);
-  const s = spares(t, 100);
-  (await connect(s, server.target)).destroy();
-  s.prime();
+  const { server, s } = await afterFirstStream(t, 100);
   await server.waitForAccepts(2);
   const spareEnd = server.accepted[1]!;
   await once(spareEnd, 'close');
@@ -147,10 +153,7 @@ t.test('a spare not taken within its idle limit is closed and not replaced', asy
 t.test('a spare the server closes or writes to while it waits is dropped, never handed out', async (t) => {
   for (const how of ['FIN', 'RST', 'a 408 before closing']) {
     await t.test(how, async (t) => {
-      const server = await startServer(t);
-      const s = spares(t, 60_000); // so that only what the server did can drop it
-      (await connect(s, server.target)).destroy();
-      s.prime();
+      const { server, s } = await afterFirstStream(t, 60_000); // so that only what the server did can drop it
       await server.waitForAccepts(2);
       await turns(); // connected on the client's side too, and watched
       const spareEnd = server.accepted[1]!;
@@ -169,10 +172,7 @@ t.test('a spare the server closes or writes to while it waits is dropped, never 
 });
 
 t.test('close() closes the spares and makes no more', async (t) => {
-  const server = await startServer(t);
-  const s = spares(t, 10_000, 2);
-  (await connect(s, server.target)).destroy();
-  s.prime();
+  const { server, s } = await afterFirstStream(t, 10_000, 2);
   await server.waitForAccepts(3);
   t.equal(s.idle, 2, 'as many spares as asked for');
   s.close();
@@ -186,10 +186,7 @@ t.test('close() closes the spares and makes no more', async (t) => {
 });
 
 t.test('an upstream that is down: the request gets the connect error, the spare attempt costs nothing', async (t) => {
-  const server = await startServer(t);
-  const s = spares(t);
-  (await connect(s, server.target)).destroy();
-  s.prime();
+  const { server, s } = await afterFirstStream(t);
   await server.waitForAccepts(2);
   await server.close();
   while (s.idle > 0) await turns(); // the server's close ended the spare
