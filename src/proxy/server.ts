@@ -20,6 +20,7 @@ import { Metrics } from '../metrics.js';
 import { createKeyCheck, type KeyCheck } from './api-key.js';
 import { buildConnector, Pool } from './undici-parts.js';
 import { SpareConnections } from './spare-connections.js';
+import { withQuietResets } from './quiet-resets.js';
 
 export interface ProxyServerOptions {
   readonly config: Config;
@@ -53,7 +54,7 @@ export class ProxyServer {
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
     const c = opts.config;
-    const connect = buildConnector({ timeout: c.upstreamConnectTimeoutMs });
+    const connect = withQuietResets(buildConnector({ timeout: c.upstreamConnectTimeoutMs }));
     const spares =
       c.upstreamSpareConnections > 0
         ? new SpareConnections(connect, { count: c.upstreamSpareConnections, maxIdleMs: SPARE_MAX_IDLE_MS })
