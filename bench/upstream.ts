@@ -1,7 +1,9 @@
 /**
  * The fake llama-server of the benchmark: its own process, raw node:net, every frame serialised once, so
- * that per event it costs one socket write and nothing else. Each SSE event is its own write and its own
- * HTTP chunk, as llama-server sends them. The shape of a stream is asked for in the query (shape.ts).
+ * that per event it costs one socket write and nothing else. The framing is b11669's: the head is one write,
+ * the role event and the first token share the first HTTP chunk (REPORT.md §4; in raw/A_ok_chat_stream.txt
+ * chunk `1f0` holds both), and from then on each event is its own write and its own HTTP chunk. The shape of
+ * a stream is asked for in the query (shape.ts).
  *
  * Like llama-server, it closes the connection a moment after each stream (see CLOSE_AFTER_STREAM_MS) and
  * keeps it open after a non-stream answer.
@@ -41,15 +43,16 @@ function frame(text: string): Buffer {
   return Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n')]);
 }
 
-const ROLE = frame(ROLE_EVENT);
 const FINISH = frame(FINISH_EVENT);
 const DONE = frame(DONE_EVENT);
-const contentFrames = new Map<number, Buffer>();
+const contentFrames = new Map<number, { first: Buffer; next: Buffer }>();
 
-function contentFrame(size: number): Buffer {
+/** The frames of a content size: the first chunk (role event and first token) and every later token's. */
+function contentFramesOf(size: number): { first: Buffer; next: Buffer } {
   let f = contentFrames.get(size);
   if (f === undefined) {
-    f = frame(contentEvent(size));
+    const token = contentEvent(size);
+    f = { first: frame(ROLE_EVENT + token), next: frame(token) };
     contentFrames.set(size, f);
   }
   return f;
@@ -59,7 +62,7 @@ function contentFrame(size: number): Buffer {
 class Stream {
   next = 0;
   readonly total: number;
-  readonly content: Buffer;
+  readonly frames: { first: Buffer; next: Buffer };
   closed = false;
 
   constructor(
@@ -67,15 +70,18 @@ class Stream {
     readonly shape: StreamShape,
   ) {
     this.total = shape.events;
-    this.content = contentFrame(shape.size);
+    this.frames = contentFramesOf(shape.size);
   }
 
-  /** Writes the next event; returns the socket's verdict (false: it wants a drain first). */
+  /** Writes the next chunk; returns the socket's verdict (false: it wants a drain first). */
   writeNext(): boolean {
     const i = this.next++;
     const sock = this.conn.socket;
-    if (i === 0) return sock.write(ROLE);
-    if (i < this.total - 2) return sock.write(this.content);
+    if (i === 0) {
+      this.next = 2; // the role event and the first token
+      return sock.write(this.frames.first);
+    }
+    if (i < this.total - 2) return sock.write(this.frames.next);
     if (i === this.total - 2) return sock.write(FINISH);
     sock.write(DONE);
     // The end of the body is its own write too, as llama-server's chunked encoder does it.
@@ -179,10 +185,8 @@ class Connection {
     this.#busy = true;
     const stream = new Stream(this, parseShape(url.searchParams));
     this.#stream = stream;
-    // Headers, the role chunk and the first token leave together (three writes), as in llama-server
-    // where the first token's result carries the role chunk; pacing applies from the second token on.
+    // The head, then the first chunk at once; pacing applies from the second token on.
     this.socket.write(SSE_HEAD);
-    stream.writeNext();
     stream.writeNext();
     if (stream.shape.paceMs > 0) pace(stream);
     else pump(stream);
