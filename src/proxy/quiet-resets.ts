@@ -3,9 +3,8 @@
  * destroys the socket with an `InformationalError('reset')` (or 'aborted', 'socket idle timeout'), an error
  * that only tells its own listeners why the socket went and is never shown to anyone. Node's stream
  * `destroy(err)` reads `err.stack` at once (so that V8 lets go of the captured frames), and reading it makes
- * V8 format the whole trace: in a CPU profile of short streams that was the proxy's single largest item after
- * the syscalls, ~60 µs of each stream, and together with capturing the frames a fifth of the CPU per short
- * stream in an interleaved run (`docs/benchmarks.md`, "The reset that formatted a stack").
+ * V8 format the whole trace: 10 % of the proxy's CPU per short stream in an interleaved run
+ * (`docs/benchmarks.md`, "The reset that formatted a stack, measured").
  *
  * The connector below gives every upstream socket a `destroy` that writes a one-line stack onto such an
  * error before Node reads it. Nothing else changes: the same error reaches the same listeners, and every
