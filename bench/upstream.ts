@@ -75,12 +75,13 @@ class Stream {
 
   /** Writes the next chunk; returns the socket's verdict (false: it wants a drain first). */
   writeNext(): boolean {
-    const i = this.next++;
+    const i = this.next;
     const sock = this.conn.socket;
     if (i === 0) {
       this.next = 2; // the role event and the first token
       return sock.write(this.frames.first);
     }
+    this.next++;
     if (i < this.total - 2) return sock.write(this.frames.next);
     if (i === this.total - 2) return sock.write(FINISH);
     sock.write(DONE);

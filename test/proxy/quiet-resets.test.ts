@@ -44,27 +44,32 @@ async function upstreamSocket(t: TapTest): Promise<net.Socket> {
   });
 }
 
-t.test("undici's reset: the socket closes with the same error, and no trace is formatted", async (t) => {
+/**
+ * What undici does when it is done with a connection: destroys the socket with an error. Resolves with the
+ * error the socket's listeners got and the traces V8 formatted meanwhile.
+ */
+async function destroyWith(t: TapTest, err: Error): Promise<{ seen: Error; formatted: string[] }> {
   const socket = await upstreamSocket(t);
   const formatted = watchFormatting(t);
-  const reset = new errors.InformationalError('reset');
   const seen = once(socket, 'error');
-  socket.destroy(reset);
-  const [err] = (await seen) as [Error];
+  socket.destroy(err);
+  const [got] = (await seen) as [Error];
   await once(socket, 'close');
-  t.equal(err, reset, "the socket's listeners get undici's own error object");
+  return { seen: got, formatted };
+}
+
+t.test("undici's reset: the socket closes with the same error, and no trace is formatted", async (t) => {
+  const reset = new errors.InformationalError('reset');
+  const { seen, formatted } = await destroyWith(t, reset);
+  t.equal(seen, reset, "the socket's listeners get undici's own error object");
   t.same(formatted, [], 'V8 formatted no trace');
   t.equal(reset.stack, 'InformationalError: reset', 'its stack is the one line it says');
 });
 
 t.test('any other error keeps its trace', async (t) => {
-  const socket = await upstreamSocket(t);
-  const formatted = watchFormatting(t);
   const failure = new errors.SocketError('other side closed');
-  const seen = once(socket, 'error');
-  socket.destroy(failure);
-  const [err] = (await seen) as [Error];
-  t.equal(err, failure, 'the same error');
+  const { seen, formatted } = await destroyWith(t, failure);
+  t.equal(seen, failure, 'the same error');
   t.same(formatted, ['SocketError: other side closed'], 'its trace was formatted as usual');
   t.match(failure.stack, /\n {4}at /, 'with its frames');
 });
