@@ -10,7 +10,8 @@ import { errors } from 'undici';
 import { buildConnector } from '../../src/proxy/undici-parts.js';
 import { withQuietResets } from '../../src/proxy/quiet-resets.js';
 import { ALL_FIXTURES } from '../fixtures/catalogue.js';
-import { sseBody, startFakeUpstream } from '../helpers/fake-upstream.js';
+import { listenOnLoopback, sseBody, startFakeUpstream } from '../helpers/fake-upstream.js';
+import { freePort } from '../../src/free-port.js';
 import { startProxy } from '../helpers/proxy.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -31,10 +32,8 @@ function watchFormatting(t: TapTest): string[] {
 
 async function upstreamSocket(t: TapTest): Promise<net.Socket> {
   const server = net.createServer((s) => s.on('error', () => undefined));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
+  const port = await listenOnLoopback(server);
   t.teardown(() => new Promise((resolve) => server.close(resolve)));
-  const { port } = server.address() as net.AddressInfo;
   const connect = withQuietResets(buildConnector({ timeout: 2000 }));
   return new Promise((resolve, reject) => {
     connect({ hostname: '127.0.0.1', protocol: 'http:', port: String(port) }, (err, socket) => {
@@ -75,11 +74,7 @@ t.test('any other error keeps its trace', async (t) => {
 });
 
 t.test('a connect that fails reaches undici as it failed', async (t) => {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve)); // nothing listens there now
+  const port = await freePort(); // nothing listens there now
   const connect = withQuietResets(buildConnector({ timeout: 2000 }));
   const result = await new Promise<unknown[]>((resolve) => {
     connect({ hostname: '127.0.0.1', protocol: 'http:', port: String(port) }, (...args) => resolve(args));

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { buildConnector } from '../../src/proxy/undici-parts.js';
 import { SpareConnections } from '../../src/proxy/spare-connections.js';
 import { ALL_FIXTURES } from '../fixtures/catalogue.js';
-import { sseBody, startFakeUpstream } from '../helpers/fake-upstream.js';
+import { listenOnLoopback, sseBody, startFakeUpstream } from '../helpers/fake-upstream.js';
 import { startProxy } from '../helpers/proxy.js';
 
 type TapTest = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -29,9 +29,7 @@ async function startServer(t: TapTest): Promise<Server> {
     socket.on('error', () => undefined);
     server.emit('accepted');
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as net.AddressInfo;
+  const port = await listenOnLoopback(server);
   const s: Server = {
     accepted,
     async waitForAccepts(n) {
